@@ -1,0 +1,74 @@
+# LLM Internals, From Scratch — every command a learner, an instructor or CI needs.
+# `make lab` and `make test` set everything up first (a .venv here), and are safe to run again.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NB ?=
+
+# Offline, quiet, deterministic: the same environment for tests, nbval and `make execute`.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TQDM_DISABLE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+         --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: help setup lab test unit nbval execute profile student data manifest doctor clean
+
+help:
+	@echo "make lab      set up (first time) and open the course in JupyterLab"
+	@echo "make test     set up (first time) and run every test: unit tests + strict nbval on all notebooks"
+	@echo "make unit     unit tests only            make nbval    notebooks only"
+	@echo "make execute  re-run notebooks in place in fresh kernels (NB=notebooks/03_attention.ipynb for one)"
+	@echo "make profile  run the whole course headless: wall time and peak memory per notebook"
+	@echo "make student  learner copies of every notebook in student/ (solutions stubbed)"
+	@echo "make data     regenerate the shipped data and data/MANIFEST      make doctor  check this machine"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import labkit, torch, transformers, nbval" || { echo "install failed"; exit 1; }
+	@if $(PY) -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
+	  echo "CUDA packages crept into the venv: keep torch==2.13.0 pinned and never 'pip install -U'"; exit 1; fi
+	@touch $@
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(ALLOW_ROOT) --ServerApp.root_dir=$(CURDIR) notebooks/00_start_here.ipynb
+
+test: setup
+	$(PY) -m pytest -q --timeout=900 tests notebooks $(NBVAL)
+
+unit: setup
+	$(PY) -m pytest -q --timeout=900 tests
+
+nbval: setup
+	$(PY) -m pytest -q --timeout=900 $(if $(NB),$(NB),notebooks) $(NBVAL)
+
+execute: setup
+	$(PY) -m labkit execute --inplace $(NB)
+
+profile: setup
+	$(PY) -m labkit execute $(NB)
+
+student: setup
+	$(PY) -m labkit student notebooks student
+
+doctor: setup
+	$(PY) -m labkit doctor
+
+manifest: setup
+	$(PY) -m labkit manifest
+
+data: setup
+	$(PY) -m labkit manifest
+
+clean:
+	rm -rf student .pytest_cache

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LlamaConfig", "count_parameters"]
+import torch
+from torch import Tensor, nn
 
+from .attention import GroupedQueryAttention, KVCache, causal_mask
+from .ffn import SwiGLU, llama_hidden_dim
+from .norms import RMSNorm
 
-def _llama_hidden_dim(dim: int, multiple_of: int) -> int:
-    """LLaMA's SwiGLU width: ``int(2 * 4 * dim / 3)`` rounded up to a multiple of ``multiple_of``.
-
-    For dim 4096 and multiple_of 256 this is the famous 11008.
-    """
-    hidden = int(2 * 4 * dim / 3)
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+__all__ = ["LlamaConfig", "count_parameters", "ModelCache", "LlamaDecoderLayer", "LlamaModel", "Llama",
+           "build_attention_mask", "to_hf", "from_hf", "save_checkpoint", "load_checkpoint", "load_pretrained",
+           "PRETRAINED_DIR"]
 
 
 @dataclass
@@ -42,7 +43,7 @@ class LlamaConfig:
         multiple_of: rounding of the default hidden_dim.
         norm_eps: RMSNorm epsilon.
         rope_base: RoPE base θ (10000 in LLaMA 1/2).
-        max_seq_len: longest sequence the model is meant for (positions beyond it are refused).
+        max_seq_len: the context length the model is trained for (RoPE itself works beyond it, quality does not).
         tie_embeddings: share the weight of ``embed_tokens`` and ``lm_head``.
     """
 
@@ -79,7 +80,7 @@ class LlamaConfig:
             raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads}); "
                              f"pick n_kv_heads from {opts}")
         if self.hidden_dim is None:
-            self.hidden_dim = _llama_hidden_dim(self.dim, self.multiple_of)
+            self.hidden_dim = llama_hidden_dim(self.dim, self.multiple_of)
         if isinstance(self.hidden_dim, bool) or not isinstance(self.hidden_dim, int) or self.hidden_dim < 1:
             raise ValueError(f"hidden_dim must be a positive int or None, got {self.hidden_dim!r}")
         if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
@@ -164,3 +165,350 @@ def count_parameters(config: Any) -> int:
     embed = n["V"] * d
     head = 0 if n["tied"] else n["V"] * d
     return embed + n["L"] * per_layer + d + head
+
+
+# ------------------------------------------------------------------------------------------------ cache
+class ModelCache(list):
+    """The whole model's KV cache: one :class:`labkit.attention.KVCache` per layer, updated in place.
+
+    ``len(cache)`` is the number of layers; :attr:`length` the number of cached positions.
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        super().__init__(KVCache() for _ in range(n_layers))
+
+    @property
+    def length(self) -> int:
+        """Cached time steps (the same in every layer)."""
+        return self[0].length if len(self) else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all cached keys and values: 2·L·B·n_kv·T·head_dim·bytes_per_element."""
+        return sum(c.nbytes for c in self)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` of the batch dim in every layer (beam search: follow the surviving beams)."""
+        for c in self:
+            if c.k is not None and c.v is not None:
+                c.k, c.v = c.k.index_select(0, index), c.v.index_select(0, index)
+
+    def reset(self) -> None:
+        """Empty every layer's cache."""
+        for c in self:
+            c.reset()
+
+
+# ----------------------------------------------------------------------------------------------- masks
+def build_attention_mask(attention_mask: Tensor | None, B: int, T: int, past: int,
+                         device: torch.device | None = None) -> Tensor | None:
+    """Turn the user's ``attention_mask`` into a bool mask ``(B, 1, T, past + T)`` (True = may attend).
+
+    * ``None`` → ``None`` (the layers then use the bottom-right aligned causal mask);
+    * integer / float ``(B, past + T)`` (or ``(B, T)`` without a cache) of 0/1 = a **padding mask**: combined
+      with causality, padded keys are never attended to;
+    * bool ``(T, Tk)``, ``(B, T, Tk)`` or ``(B, 1, T, Tk)`` = a **full mask** that *replaces* the causal mask
+      (e.g. a block-diagonal document mask for packed sequences). Tk = past + T.
+    """
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, Tensor):
+        raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+    Tk = past + T
+    m = attention_mask.to(device) if device is not None else attention_mask
+    if m.dtype != torch.bool:
+        if m.dim() != 2 or m.shape != (B, Tk):
+            raise ValueError(f"a 0/1 padding attention_mask must have shape (B, past + T) = ({B}, {Tk}), got "
+                             f"{tuple(m.shape)}; for a full (T, Tk) mask pass a bool tensor (True = may attend)")
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("a padding attention_mask must hold only 0 (padding) and 1 (real token)")
+        keys = m.bool()[:, None, None, :]                                   # (B, 1, 1, Tk)
+        return keys & causal_mask(T, Tk, device=m.device)                   # (B, 1, T, Tk)
+    expected = {2: (T, Tk), 3: (B, T, Tk), 4: (B, 1, T, Tk)}
+    if m.dim() not in expected or tuple(m.shape) != expected[m.dim()]:
+        raise ValueError(f"a bool attention_mask must have shape (T, Tk), (B, T, Tk) or (B, 1, T, Tk) with "
+                         f"B={B}, T={T}, Tk={Tk}; got {tuple(m.shape)}. For padding pass a 0/1 long (B, Tk) mask")
+    if m.dim() == 2:
+        m = m[None, None].expand(B, 1, T, Tk)
+    elif m.dim() == 3:
+        m = m[:, None]
+    return m
+
+
+# ----------------------------------------------------------------------------------------------- model
+class LlamaDecoderLayer(nn.Module):
+    """One pre-norm block: ``x + attn(RMSNorm(x))`` then ``h + SwiGLU(RMSNorm(h))``. (B, T, dim) → (B, T, dim)."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.self_attn = GroupedQueryAttention(config.dim, config.n_heads, config.n_kv_heads, bias=False,
+                                               rope_base=config.rope_base)
+        self.post_attention_layernorm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.mlp = SwiGLU(config.dim, config.hidden_dim, bias=False)
+
+    def forward(self, x: Tensor, *, mask: Tensor | None, positions: Tensor | None,
+                kv_cache: KVCache | None) -> Tensor:
+        h = x + self.self_attn(self.input_layernorm(x), mask=mask, is_causal=mask is None,
+                               positions=positions, kv_cache=kv_cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class LlamaModel(nn.Module):
+    """Embedding, the decoder stack and the final norm (HF ``LlamaModel``); returns hidden states (B, T, dim)."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, eps=config.norm_eps)
+
+
+class Llama(nn.Module):
+    """A LLaMA-style causal LM whose ``state_dict`` keys equal ``transformers.LlamaForCausalLM``'s.
+
+    ``forward(input_ids (B, T), kv_cache=None, *, attention_mask=None, position_ids=None) -> logits (B, T, V)``.
+
+    * ``kv_cache``: a :class:`ModelCache` from :meth:`new_cache`, updated **in place**; positions then start at
+      ``kv_cache.length`` and the causal mask is bottom-right aligned (new tokens see all cached ones).
+    * ``attention_mask``: see :func:`build_attention_mask` (0/1 padding mask, or a bool mask that replaces
+      the causal one, e.g. block-diagonal for packed documents).
+    * ``position_ids`` (B, T): RoPE positions (e.g. restarting at 0 in every packed document).
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        if not isinstance(config, LlamaConfig):
+            raise TypeError(f"config must be a labkit.model.LlamaConfig, got {type(config).__name__}; "
+                            "for a transformers model use labkit.model.from_hf(hf_model)")
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.reset_parameters()
+        if config.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """GPT-2 style init: N(0, 0.02) weights, residual output projections (o_proj, down_proj) scaled by
+        1/sqrt(2·n_layers) so the residual stream's variance does not grow with depth; norms at 1."""
+        residual_std = std / (2 * self.config.n_layers) ** 0.5
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, 0.0, residual_std)
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    def new_cache(self) -> ModelCache:
+        """An empty :class:`ModelCache` with one :class:`KVCache` per layer."""
+        return ModelCache(self.config.n_layers)
+
+    def _check_ids(self, input_ids: Tensor) -> None:
+        if not isinstance(input_ids, Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError("input_ids must be a LongTensor of token ids with shape (B, T)")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (B, T), got {tuple(input_ids.shape)}; "
+                             "add a batch dim with input_ids[None]")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, vocab_size={self.config.vocab_size}), got values in "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]; was the text encoded with "
+                             "another tokenizer?")
+
+    def hidden_states(self, input_ids: Tensor, kv_cache: ModelCache | None = None, *,
+                      attention_mask: Tensor | None = None, position_ids: Tensor | None = None) -> Tensor:
+        """Final RMS-normed hidden states (B, T, dim), the input of ``lm_head`` (and of reward / value heads)."""
+        self._check_ids(input_ids)
+        B, T = input_ids.shape
+        if kv_cache is not None and (not isinstance(kv_cache, ModelCache) or len(kv_cache) != self.config.n_layers):
+            raise TypeError(f"kv_cache must be a ModelCache with {self.config.n_layers} layers; "
+                            "make one with model.new_cache()")
+        past = kv_cache.length if kv_cache is not None else 0
+        mask = build_attention_mask(attention_mask, B, T, past, device=input_ids.device)
+        positions = None
+        if position_ids is not None:
+            if not isinstance(position_ids, Tensor) or tuple(position_ids.shape) not in ((B, T), (T,)):
+                raise ValueError(f"position_ids must be a tensor of shape (B, T) = ({B}, {T}) or (T,), got "
+                                 f"{tuple(position_ids.shape) if isinstance(position_ids, Tensor) else position_ids!r}")
+            positions = position_ids.to(input_ids.device)
+        x = self.model.embed_tokens(input_ids)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, mask=mask, positions=positions, kv_cache=kv_cache[i] if kv_cache is not None else None)
+        return self.model.norm(x)
+
+    def forward(self, input_ids: Tensor, kv_cache: ModelCache | None = None, *,
+                attention_mask: Tensor | None = None, position_ids: Tensor | None = None) -> Tensor:
+        """Logits (B, T, vocab_size) = ``lm_head(hidden_states(...))``."""
+        return self.lm_head(self.hidden_states(input_ids, kv_cache, attention_mask=attention_mask,
+                                               position_ids=position_ids))
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied embedding counted once); equals :func:`count_parameters`."""
+        return sum(p.numel() for p in self.parameters())
+
+
+# ------------------------------------------------------------------------------------- transformers
+def _hf_config(config: LlamaConfig) -> Any:
+    import transformers
+
+    hf = transformers.LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.dim, intermediate_size=config.hidden_dim,
+        num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
+        num_key_value_heads=config.n_kv_heads, head_dim=config.head_dim, hidden_act="silu",
+        max_position_embeddings=config.max_seq_len, rms_norm_eps=config.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_base},
+        tie_word_embeddings=config.tie_embeddings, attention_bias=False, mlp_bias=False,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None,
+    )
+    hf._attn_implementation = "eager"
+    return hf
+
+
+def to_hf(model: Llama) -> Any:
+    """An equivalent ``transformers.LlamaForCausalLM`` (built from a config, nothing downloaded).
+
+    The weights are a plain ``state_dict`` copy (the key names are identical). Uses the ``"eager"`` attention
+    implementation (so ``output_attentions=True`` works); logits agree with ours to < 1e-5 in float32.
+    """
+    import transformers
+
+    if not isinstance(model, Llama):
+        raise TypeError(f"to_hf expects a labkit.model.Llama, got {type(model).__name__}")
+    hf = transformers.LlamaForCausalLM(_hf_config(model.config))
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"state_dict keys differ from transformers': missing {missing}, unexpected {unexpected}")
+    return hf.to(next(model.parameters()).dtype).train(model.training)
+
+
+def from_hf(hf_model: Any) -> Llama:
+    """The inverse of :func:`to_hf`: a :class:`Llama` with the weights of a ``transformers.LlamaForCausalLM``.
+
+    Refuses (ValueError) what this model does not implement: biases, non-default RoPE scaling, another
+    activation, a head_dim other than hidden_size / num_attention_heads.
+    """
+    c = getattr(hf_model, "config", None)
+    if c is None or getattr(c, "model_type", None) != "llama":
+        raise TypeError("from_hf expects a transformers.LlamaForCausalLM")
+    rope = getattr(c, "rope_parameters", None) or {}
+    problems = []
+    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
+        problems.append("attention_bias/mlp_bias must be False")
+    if rope.get("rope_type", "default") != "default":
+        problems.append(f"rope_type must be 'default', got {rope.get('rope_type')!r}")
+    if getattr(c, "hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act must be 'silu', got {c.hidden_act!r}")
+    if (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads) * c.num_attention_heads != c.hidden_size:
+        problems.append("head_dim must equal hidden_size / num_attention_heads")
+    if problems:
+        raise ValueError("cannot convert this transformers config: " + "; ".join(problems))
+    config = LlamaConfig(vocab_size=c.vocab_size, dim=c.hidden_size, n_layers=c.num_hidden_layers,
+                         n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads or c.num_attention_heads,
+                         hidden_dim=c.intermediate_size, norm_eps=float(c.rms_norm_eps),
+                         rope_base=float(rope.get("rope_theta", 10000.0)),
+                         max_seq_len=int(c.max_position_embeddings),
+                         tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)))
+    model = Llama(config)
+    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items() if "rotary_emb" not in k}
+    if config.tie_embeddings:
+        sd.pop("lm_head.weight", None)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_embeddings)]
+    if missing or unexpected:
+        raise RuntimeError(f"state_dict keys differ: missing {missing}, unexpected {unexpected}")
+    return model.to(next(hf_model.parameters()).dtype).train(hf_model.training)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+#: Where the shipped checkpoint lives (``python -m labkit.train`` writes it).
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "data" / "tiny_llama"
+_CKPT_FORMAT = "labkit-llama"
+_TOKENIZER_FILE = "tokenizer.json"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model: Llama, tokenizer: Any, path: str | Path) -> Path:
+    """Write ``model.safetensors`` (weights; a tied ``lm_head`` is stored once), ``config.json`` and
+    ``tokenizer.json`` into the folder ``path``. Every file is written atomically (temp name + ``os.replace``)."""
+    from safetensors.torch import save as st_save
+
+    if not isinstance(model, Llama):
+        raise TypeError(f"model must be a labkit.model.Llama, got {type(model).__name__}")
+    vocab = getattr(tokenizer, "vocab_size", None)
+    if tokenizer is not None and vocab != model.config.vocab_size:
+        raise ValueError(f"tokenizer vocab_size ({vocab}) != model vocab_size ({model.config.vocab_size}); "
+                         "train the model with this tokenizer's vocabulary")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        sd.pop("lm_head.weight")
+    _atomic_write_bytes(path / "model.safetensors", st_save(dict(sorted(sd.items())), metadata={"format": "pt"}))
+    meta = {"format": _CKPT_FORMAT, "version": 1, "config": model.config.to_dict()}
+    _atomic_write_bytes(path / "config.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    if tokenizer is not None:
+        tokenizer.save(path / _TOKENIZER_FILE)
+    return path
+
+
+def load_checkpoint(path: str | Path, *, config: LlamaConfig | None = None) -> tuple[Llama, Any]:
+    """Load a folder written by :func:`save_checkpoint` → ``(model, tokenizer)`` (tokenizer ``None`` if absent).
+
+    Raises ValueError when ``config`` is given and differs from the stored one, when a tensor's shape does not
+    match the stored config, or when the tokenizer's vocabulary does not match the model's.
+    """
+    from safetensors.torch import load_file
+
+    from .tokenizer import BPETokenizer
+
+    path = Path(path)
+    for name in ("config.json", "model.safetensors"):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"{path / name} is missing: not a checkpoint folder written by "
+                                    "labkit.model.save_checkpoint (regenerate the shipped one: python -m labkit.train)")
+    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if meta.get("format") != _CKPT_FORMAT:
+        raise ValueError(f"{path / 'config.json'}: format is {meta.get('format')!r}, expected {_CKPT_FORMAT!r}")
+    stored = LlamaConfig.from_dict(meta["config"])
+    if config is not None and config != stored:
+        diff = {k: (v, getattr(stored, k)) for k, v in config.to_dict().items() if getattr(stored, k) != v}
+        raise ValueError(f"checkpoint config does not match the requested config: "
+                         + ", ".join(f"{k}: requested {a!r}, checkpoint {b!r}" for k, (a, b) in diff.items()))
+    model = Llama(stored)
+    weights = load_file(str(path / "model.safetensors"))
+    expected = model.state_dict()
+    if stored.tie_embeddings:
+        expected.pop("lm_head.weight")
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{path}: weights do not match config.json: missing {missing[:5]}, unexpected {extra[:5]}")
+    for k, t in weights.items():
+        if tuple(t.shape) != tuple(expected[k].shape):
+            raise ValueError(f"{path}: tensor {k} has shape {tuple(t.shape)} but config.json implies "
+                             f"{tuple(expected[k].shape)}; the config does not match the weights")
+    model.load_state_dict(weights, strict=not stored.tie_embeddings)
+    tokenizer = None
+    if (path / _TOKENIZER_FILE).exists():
+        tokenizer = BPETokenizer.load(path / _TOKENIZER_FILE)
+        if tokenizer.vocab_size != stored.vocab_size:
+            raise ValueError(f"{path}: tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
+                             f"{stored.vocab_size}; the tokenizer does not belong to this checkpoint")
+    return model, tokenizer
+
+
+def load_pretrained() -> tuple[Llama, Any]:
+    """The shipped tiny LLaMA trained on Shakespeare (``data/tiny_llama/``) and its tokenizer, in eval mode.
+
+    A fresh copy each call (fine-tuning it does not affect the next caller).
+    """
+    if not (PRETRAINED_DIR / "model.safetensors").exists():
+        raise FileNotFoundError(f"{PRETRAINED_DIR} is missing; regenerate it with `python -m labkit.train`")
+    model, tok = load_checkpoint(PRETRAINED_DIR)
+    return model.eval(), tok

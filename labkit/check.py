@@ -14,7 +14,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["close", "exact", "exercise"]
+__all__ = ["close", "exact", "exercise", "MaxAbsDiff"]
+
+
+class MaxAbsDiff(float):
+    """The float that :func:`close` returns. Its repr states the tolerance it passed, not the exact value,
+    so a notebook cell ending in ``close(...)`` shows stable text (nbval compares it) on any machine."""
+
+    tol: str = ""
+
+    def __repr__(self) -> str:
+        return f"MaxAbsDiff({self.tol})"
 
 
 def _as_tensor(x: Any, arg: str) -> torch.Tensor:
@@ -53,7 +63,8 @@ def close(
         quiet: do not print (tests use this).
 
     Returns:
-        The max absolute difference, as a Python float (0.0 for empty tensors).
+        The max absolute difference (0.0 for empty tensors), a ``float`` subclass whose repr shows the
+        tolerance instead of machine-dependent digits.
 
     Raises:
         ValueError: shapes differ, or a tolerance is negative.
@@ -76,7 +87,7 @@ def close(
     if a.numel() == 0:
         if not quiet:
             print(f"✓ {label} (empty)")
-        return 0.0
+        return _result(0.0, "empty")
     nan_a, nan_e = torch.isnan(a64), torch.isnan(e64)
     if not torch.equal(nan_a, nan_e):
         idx = tuple(int(i) for i in torch.nonzero(nan_a ^ nan_e)[0])
@@ -84,8 +95,8 @@ def close(
     same_inf = torch.isinf(a64) & torch.isinf(e64) & (a64 == e64)
     diff = (a64 - e64).abs()
     diff = torch.where(nan_a | same_inf, torch.zeros_like(diff), diff)
-    bound = atol + rtol * e64.abs()
-    bound = torch.where(torch.isinf(bound), torch.zeros_like(bound), bound)
+    finite_e = torch.where(torch.isfinite(e64), e64.abs(), torch.zeros_like(e64))
+    bound = atol + rtol * finite_e
     bad = diff > bound
     max_diff = float(diff.max())
     if bool(bad.any()):
@@ -96,12 +107,18 @@ def close(
             f"(actual {float(a64.reshape(-1)[flat]):.6g}, expected {float(e64.reshape(-1)[flat]):.6g}); "
             f"tolerance atol={atol:g}, rtol={rtol:g}"
         )
+    tol = f"max |Δ| < {_fmt(atol)}" if rtol == 0 else f"atol={atol:g}, rtol={rtol:g}"
+    if atol == 0 and rtol == 0:
+        tol = "exactly equal"
     if not quiet:
-        tol = f"max |Δ| < {_fmt(atol)}" if rtol == 0 else f"atol={atol:g}, rtol={rtol:g}"
-        if atol == 0 and rtol == 0:
-            tol = "exactly equal"
         print(f"✓ {label} ({tol})")
-    return max_diff
+    return _result(max_diff, tol)
+
+
+def _result(value: float, tol: str) -> MaxAbsDiff:
+    out = MaxAbsDiff(value)
+    out.tol = tol
+    return out
 
 
 def exact(actual: Any, expected: Any, *, name: str | None = None, quiet: bool = False) -> None:

@@ -144,7 +144,11 @@ def execute_notebook(path: Path, *, inplace: bool = False, timeout: int = 600) -
             "import resource as _r\n"
             "_s, _c = _r.getrusage(_r.RUSAGE_SELF), _r.getrusage(_r.RUSAGE_CHILDREN)\n"
             "print(_s.ru_maxrss, _c.ru_maxrss, _s.ru_utime + _s.ru_stime + _c.ru_utime + _c.ru_stime)")
-        client.execute_cell(probe, len(nb.cells))
+        nb.cells.append(probe)
+        try:
+            client.execute_cell(probe, len(nb.cells) - 1)
+        finally:
+            nb.cells.pop()
     txt = "".join(o.get("text", "") for o in probe.outputs)
     self_kb, child_kb, cpu = txt.split()[:3]
     if inplace:

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -290,10 +289,8 @@ def check_rank_layout(layout: dict[str, list[list[int]]], world_size: int, gpus_
     out["each tp group inside one node"] = all(len({r // gpus_per_node for r in g}) == 1 for g in layout["tp"])
     member = {kind: {r: set(g) for g in groups for r in g} for kind, groups in layout.items()}
     out["tp ∩ dp ∩ pp groups of a rank = {rank}"] = all(
-        member["tp"][r] & member["dp"][r] == {r} and member["tp"][r] & member["pp"][r] == {r}
+        all(r in member[kind] for kind in member)
+        and member["tp"][r] & member["dp"][r] == {r} and member["tp"][r] & member["pp"][r] == {r}
         and member["dp"][r] & member["pp"][r] == {r} for r in ranks)
     return out
 
-
-def _isclose(a: float, b: float) -> bool:  # small helper for doctests
-    return math.isclose(a, b, rel_tol=1e-12)

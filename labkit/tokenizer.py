@@ -92,6 +92,26 @@ def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
     return out
 
 
+def _merge_with_sites(ids: Sequence[int], pair: Pair, new_id: int) -> tuple[list[int], list[int], list[int]]:
+    """:func:`merge_pair` that also returns where merges happened: start indices in ``ids`` and the
+    indices of the new tokens in the output."""
+    out: list[int] = []
+    old_sites: list[int] = []
+    new_sites: list[int] = []
+    a, b = pair
+    i, n = 0, len(ids)
+    while i < n:
+        if i + 1 < n and ids[i] == a and ids[i + 1] == b:
+            old_sites.append(i)
+            new_sites.append(len(out))
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out, old_sites, new_sites
+
+
 def _best_pair(counts: dict[Pair, int]) -> tuple[Pair, int]:
     """Most frequent pair; ties go to the smaller pair (deterministic)."""
     pair = min(counts, key=lambda p: (-counts[p], p))
@@ -172,7 +192,8 @@ def train_merges_fast(chunks: Iterable[str], num_merges: int) -> tuple[list[Pair
     1. Count each distinct chunk once: ``words`` (id lists) with frequencies ``freq``.
     2. ``pair_counts[p] = Σ_w freq[w] · (# of p in w)`` and an index ``where[p]`` = chunks containing p.
     3. For each merge, pop the best pair from a max-heap (entries whose count is stale are skipped),
-       then rewrite only the chunks in ``where[p]``: subtract their old pairs, add their new pairs.
+       then rewrite only the chunks in ``where[p]``, and in them update only the pairs that touch a
+       merge site: for ``x a b y`` → ``x Z y`` subtract ``(x,a), (a,b), (b,y)``, add ``(x,Z), (Z,y)``.
 
     Cost per merge ∝ the size of the chunks that actually contain the pair, not the corpus size.
     """
@@ -201,14 +222,17 @@ def train_merges_fast(chunks: Iterable[str], num_merges: int) -> tuple[list[Pair
         changed: set[Pair] = set()
         for w in sorted(where.pop(pair, ())):
             old = words[w]
-            new = merge_pair(old, pair, new_id)
-            if len(new) == len(old):
+            new, old_sites, new_sites = _merge_with_sites(old, pair, new_id)
+            if not new_sites:
                 continue  # stale index entry: this chunk no longer contains the pair
             f = freqs[w]
-            for p in zip(old, old[1:]):
+            # only pairs that touch a merge site change; all others map one-to-one from old to new
+            for k in {k for i in old_sites for k in (i - 1, i, i + 1) if 0 <= k < len(old) - 1}:
+                p = (old[k], old[k + 1])
                 pair_counts[p] -= f
                 changed.add(p)
-            for p in zip(new, new[1:]):
+            for k in {k for j in new_sites for k in (j - 1, j) if 0 <= k < len(new) - 1}:
+                p = (new[k], new[k + 1])
                 pair_counts[p] = pair_counts.get(p, 0) + f
                 where.setdefault(p, set()).add(w)
                 changed.add(p)

@@ -32,7 +32,7 @@ from . import data as task_data
 __all__ = [
     "IGNORE_INDEX", "ROLE_TOKENS", "END_TOKEN", "render_chat", "apply_chat_template", "build_labels",
     "encode_example", "Packed", "assign_bins", "pack", "document_causal_mask", "padding_stats",
-    "sft_loss", "train_sft", "generate_answers", "evaluate_task",
+    "sft_loss", "packed_forward", "train_sft", "generate_answers", "evaluate_task", "training_memory",
 ]
 
 IGNORE_INDEX = -100
@@ -391,3 +391,32 @@ def evaluate_task(model: nn.Module, tokenizer: Any, records: Sequence[dict[str, 
     """``(score_by_skill, predictions)`` of greedy answers on task records (exact match)."""
     preds = generate_answers(model, tokenizer, records, max_new_tokens=max_new_tokens)
     return task_data.score_by_skill(preds, records), preds
+
+
+def training_memory(model: nn.Module, batch: Packed | dict[str, Tensor],
+                    forward: Callable[[nn.Module, Packed | dict[str, Tensor]], Tensor] = packed_forward,
+                    optimizer_states: int = 2) -> dict[str, int]:
+    """Bytes a training step holds at its peak, measured on one forward/backward of ``batch``.
+
+    * ``weights``: every parameter and buffer (a QLoRA base counts its packed NF4 codes + absmax);
+    * ``grads``: one gradient per trainable parameter;
+    * ``optimizer``: ``optimizer_states`` fp32 tensors per trainable parameter (AdamW: m and v);
+    * ``activations``: tensors autograd saved for backward (measured with ``saved_tensors_hooks``,
+      storages counted once, parameters excluded).
+    """
+    from .memory import SavedTensorLog
+
+    params = {id(p): p for p in model.parameters()}.values()
+    weights = sum(p.numel() * p.element_size() for p in params)
+    weights += sum(b.numel() * b.element_size() for b in model.buffers())
+    trainable = [p for p in params if p.requires_grad]
+    grads = sum(p.numel() * p.element_size() for p in trainable)
+    opt = optimizer_states * sum(p.numel() * 4 for p in trainable)
+    get = batch.__getitem__ if isinstance(batch, dict) else lambda k: getattr(batch, k)
+    with SavedTensorLog(exclude=list(params)) as log:
+        loss = sft_loss(forward(model, batch), get("labels"))
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    out = {"weights": weights, "grads": grads, "optimizer": opt, "activations": log.total_bytes}
+    out["total"] = sum(out.values())
+    return out

@@ -389,3 +389,19 @@ def test_add_lora_qlora_on_a_model():
     assert 0 < diff < 1.0  # NF4 rounding changes the logits a little, LoRA (B = 0) not at all
     with pytest.raises(ValueError, match="cannot be merged"):
         L.merge_lora(model)
+
+
+def test_prepare_variant():
+    model = tiny_hf(13)
+    n_total = sum(p.numel() for p in model.parameters())
+    L.prepare_variant(model, "full")
+    assert L.count_trainable(model) == (n_total, n_total)
+    m2 = tiny_hf(13)
+    L.prepare_variant(m2, "lora", 4)
+    assert L.count_trainable(m2)[0] == L.lora_param_count(m2.config, L.LLAMA_TARGETS, 4)
+    assert next(iter(L.lora_layers(m2).values())).alpha == 8.0
+    with pytest.raises(ValueError, match="method"):
+        L.prepare_variant(tiny_hf(13), "bitfit")
+    with pytest.raises(ValueError, match="rank"):
+        L.prepare_variant(tiny_hf(13), "lora")
+    assert L.variant_name("full", None) == "full" and L.variant_name("qlora", 8) == "qlora_r8"

@@ -312,3 +312,27 @@ def test_generate_stops_at_end_and_scores(tok):
             return out
     scores, preds = sft.evaluate_task(Oracle(), tok, recs)
     assert scores["all"] == 1.0 and preds == [r["output"] for r in recs]
+
+
+def test_training_memory_accounts_for_trainable_state(tok):
+    lora = pytest.importorskip("labkit.lora")
+    exs = [sft.encode_example(r, tok) for r in D.load_task("train")[:12]]
+    p = sft.pack(exs, 64, "ffd")
+    batch = {k: getattr(p, k)[:2] for k in ("input_ids", "labels", "position_ids", "doc_ids")}
+    full = tiny_llama(7)
+    n = sum(q.numel() for q in full.parameters())
+    m_full = sft.training_memory(full, batch)
+    assert m_full["weights"] == 4 * n and m_full["grads"] == 4 * n and m_full["optimizer"] == 8 * n
+    assert m_full["activations"] > 0 and all(q.grad is None for q in full.parameters())
+    small = tiny_llama(7)
+    lora.add_lora(small, ["q_proj", "v_proj"], r=2, alpha=4)
+    m_lora = sft.training_memory(small, batch)
+    n_lora = lora.count_trainable(small)[0]
+    assert m_lora["grads"] == 4 * n_lora and m_lora["optimizer"] == 8 * n_lora
+    q = tiny_llama(7)
+    lora.add_lora(q, list(lora.LLAMA_TARGETS), r=2, alpha=4, qlora=True)
+    layers = lora.lora_layers(q).values()
+    n_lin = sum(m.in_features * m.out_features for m in layers)
+    expect = 4 * (n - n_lin) + sum(m.base_bytes() for m in layers) + 4 * lora.count_trainable(q)[0]
+    assert sft.training_memory(q, batch)["weights"] == expect < m_full["weights"]
+    assert m_lora["total"] == sum(v for k, v in m_lora.items() if k != "total")

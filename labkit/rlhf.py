@@ -597,7 +597,7 @@ def train_reward_model(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     rm.eval()
     return losses
 
@@ -702,7 +702,7 @@ class PPOTrainer:
                 logits, values = self.model(buf["seqs"][mb])
                 logp = token_logprobs(logits, buf["seqs"][mb])[:, P - 1:]
                 if first_ratio_dev is None:  # the first minibatch of the rollout: π = π_old exactly
-                    first_ratio_dev = float((logp - buf["logp_old"][mb]).abs().max())
+                    first_ratio_dev = float((logp.detach() - buf["logp_old"][mb]).abs().max())
                 pl, cf = ppo_clip_loss(logp, buf["logp_old"][mb], buf["adv"][mb], cfg.clip)
                 vl = value_loss(values[:, P - 1:-1], buf["values"][mb], buf["ret"][mb], cfg.value_clip)
                 loss = pl + cfg.vf_coef * vl
@@ -711,8 +711,8 @@ class PPOTrainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.opt.step()
                 clip_fracs.append(float(cf))
-                vlosses.append(float(vl))
-                plosses.append(float(pl))
+                vlosses.append(float(vl.detach()))
+                plosses.append(float(pl.detach()))
         stats = {
             "score": float(buf["score"].mean()),
             "kl": float(buf["kl"].mean()),
@@ -793,7 +793,7 @@ class DPOTrainer:
         loss.backward()
         nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
         self.opt.step()
-        stats = {"loss": float(loss), "accuracy": float((rc > rr).float().mean()),
+        stats = {"loss": float(loss.detach()), "accuracy": float((rc > rr).float().mean()),
                  "chosen_reward": float(rc.mean()), "rejected_reward": float(rr.mean()),
                  "margin": float((rc - rr).mean())}
         self.history.append(stats)

@@ -37,6 +37,15 @@ class HFLM(nn.Module):
         return self.hf.lm_head(h)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and avoids OpenMP spinning on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def lm():
     return HFLM()
@@ -328,6 +337,14 @@ def test_policy_with_value_one_pass_equals_two(lm):
     assert values.shape == (2, 9) and float(values.detach().abs().max()) == 0.0   # zero-initialised head
 
 
+def tiny_llama(vocab: int, seed: int, dim: int = 32):
+    """The course's own Llama (with a KV cache, so sampling is cheap), randomly initialised."""
+    from labkit.model import Llama, LlamaConfig
+
+    torch.manual_seed(seed)
+    return Llama(LlamaConfig(vocab_size=vocab, dim=dim, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32))
+
+
 def test_reward_model_learns_pairs():
     """An RM on a tiny transformer separates 'contains token 5' from 'does not' on held-out pairs."""
     g = torch.Generator().manual_seed(0)
@@ -335,12 +352,18 @@ def test_reward_model_learns_pairs():
     rej = torch.randint(6, 37, (n, T), generator=g)
     cho = rej.clone()
     cho[torch.arange(n), torch.randint(1, T, (n,), generator=g)] = 5
-    rm = rlhf.RewardModel(HFLM(seed=1))
-    before = rlhf.pairwise_accuracy(rm(cho[64:]).detach(), rm(rej[64:]).detach())
-    losses = rlhf.train_reward_model(rm, cho[:64], rej[:64], epochs=6, batch_size=16, lr=3e-3)
-    with torch.no_grad():
-        acc = rlhf.pairwise_accuracy(rm(cho[64:]), rm(rej[64:]))
-    assert before < 0.9 and acc > 0.9 and losses[-1] < losses[0]
+    for pool in ("last", "mean"):
+        rm = rlhf.RewardModel(tiny_llama(37, seed=1), pool=pool, prompt_len=0)
+        with torch.no_grad():
+            before = rlhf.pairwise_accuracy(rm(cho[64:]), rm(rej[64:]))
+        losses = rlhf.train_reward_model(rm, cho[:64], rej[:64], epochs=6, batch_size=16, lr=3e-3)
+        with torch.no_grad():
+            acc = rlhf.pairwise_accuracy(rm(cho[64:]), rm(rej[64:]))
+        assert before < 0.9 and acc > 0.9 and losses[-1] < losses[0], (pool, before, acc)
+    with pytest.raises(ValueError, match="prompt_len"):
+        rlhf.RewardModel(tiny_llama(37, seed=1), pool="mean")
+    with pytest.raises(TypeError, match="hidden_states"):
+        rlhf.RewardModel(nn.Linear(3, 3))
 
 
 def _count_token_reward(token: int, prompt_len: int):
@@ -348,26 +371,28 @@ def _count_token_reward(token: int, prompt_len: int):
 
 
 def test_ppo_trainer_ratio_one_and_reward_up():
-    torch.manual_seed(0)
-    policy = HFLM(vocab=11, dim=32, seed=2)
+    policy = tiny_llama(11, seed=2)
     ref = rlhf.frozen_copy(policy)
     ref_state = {k: v.clone() for k, v in ref.state_dict().items()}
     prompts = torch.randint(11, (16, 3), generator=torch.Generator().manual_seed(0))
-    cfg = rlhf.PPOConfig(batch_size=32, minibatch_size=16, response_len=6, lr=3e-3, kl_coef=0.01, seed=0)
+    cfg = rlhf.PPOConfig(batch_size=32, minibatch_size=16, response_len=6, lr=1e-2, kl_coef=0.01, seed=0)
     trainer = rlhf.PPOTrainer(policy, ref, _count_token_reward(4, 3), prompts, cfg)
-    hist = trainer.train(12)
+    hist = trainer.train(8)
     assert all(h["first_ratio_max_dev"] < 1e-5 for h in hist)   # ratio exactly 1 on the first minibatch
     assert max(h["clip_fraction"] for h in hist) > 0
-    first = sum(h["score"] for h in hist[:3]) / 3
-    last = sum(h["score"] for h in hist[-3:]) / 3
+    first = sum(h["score"] for h in hist[:2]) / 2
+    last = sum(h["score"] for h in hist[-2:]) / 2
     assert last > first + 0.5, (first, last)
     for k, v in ref.state_dict().items():
         assert torch.equal(v, ref_state[k]), k
+    with pytest.raises(ValueError, match="minibatch_size"):
+        rlhf.PPOConfig(batch_size=10, minibatch_size=4)
+    with pytest.raises(ValueError, match="prompts"):
+        rlhf.PPOTrainer(policy, ref, _count_token_reward(4, 3), prompts[0], cfg)
 
 
 def test_dpo_trainer_margin_up_reference_frozen():
-    torch.manual_seed(0)
-    policy = HFLM(vocab=13, dim=32, seed=3)
+    policy = tiny_llama(13, seed=3)
     ref = rlhf.frozen_copy(policy)
     ref_state = {k: v.clone() for k, v in ref.state_dict().items()}
     g = torch.Generator().manual_seed(1)
@@ -387,6 +412,21 @@ def test_dpo_trainer_margin_up_reference_frozen():
         assert torch.equal(v, ref_state[k]), k
     with pytest.raises(ValueError, match="prompt_len"):
         rlhf.DPOTrainer(policy, ref, cho, rej, prompt_len=cho.shape[1])
+
+
+def test_sample_responses_and_response_stats():
+    m = tiny_llama(11, seed=4)
+    prompts = torch.randint(11, (5, 3), generator=torch.Generator().manual_seed(0))
+    a = rlhf.sample_responses(m, prompts, 4, generator=torch.Generator().manual_seed(7))
+    b = rlhf.sample_responses(m, prompts, 4, generator=torch.Generator().manual_seed(7))
+    assert a.shape == (5, 7) and torch.equal(a, b) and torch.equal(a[:, :3], prompts)
+    st = rlhf.response_stats(m, m, a, prompt_len=3)
+    assert float(st["kl_exact"].abs().max()) < 1e-6 and float(st["kl_k1"].abs().max()) < 1e-6
+    with torch.no_grad():
+        lp = rlhf.sequence_logprobs(m(a), a, torch.arange(7).expand(5, 7) >= 3)
+    torch.testing.assert_close(st["logp"], lp)
+    with pytest.raises(ValueError, match="n_new"):
+        rlhf.sample_responses(m, prompts, 0)
 
 
 def test_dpo_under_no_grad_cannot_train(lm):

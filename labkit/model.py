@@ -241,11 +241,12 @@ class LlamaDecoderLayer(nn.Module):
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(config.dim, eps=config.norm_eps)
+        # registration order = HF's, so state_dict keys come out in the same order
         self.self_attn = GroupedQueryAttention(config.dim, config.n_heads, config.n_kv_heads, bias=False,
                                                rope_base=config.rope_base)
-        self.post_attention_layernorm = RMSNorm(config.dim, eps=config.norm_eps)
         self.mlp = SwiGLU(config.dim, config.hidden_dim, bias=False)
+        self.input_layernorm = RMSNorm(config.dim, eps=config.norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.dim, eps=config.norm_eps)
 
     def forward(self, x: Tensor, *, mask: Tensor | None, positions: Tensor | None,
                 kv_cache: KVCache | None) -> Tensor:

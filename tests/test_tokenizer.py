@@ -378,3 +378,12 @@ def test_corpus_regenerates_byte_identical(tmp_path):
     written = corpus.build_corpus(tmp_path)
     for split in ("train", "val"):
         assert written[split].read_bytes() == corpus.data_path("shakespeare", f"{split}.txt").read_bytes()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cl100k_parity_random_strings(cl100k, tiktoken_enc, seed):
+    rng = random.Random(seed)
+    ranges = [(32, 126), (0x4E00, 0x9FFF), (0x1F300, 0x1FAFF), (0x400, 0x4FF), (0xC0, 0x24F), (9, 13), (32, 32)]
+    for _ in range(150):
+        s = "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(rng.randint(0, 60)))
+        assert cl100k.encode(s, allowed_special="none") == tiktoken_enc.encode(s, disallowed_special=()), s

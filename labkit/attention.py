@@ -135,6 +135,8 @@ def attention_weights(
             raise TypeError(f"mask must be bool (True = attend) or float (added), got dtype {mask.dtype}")
     if is_causal:
         scores = scores.masked_fill(~causal_mask(Tq, Tk, device=q.device), float("-inf"))
+    if mask is None and (not is_causal or Tq <= Tk):
+        return torch.softmax(scores, dim=-1)  # every row keeps at least one key: nothing can be fully masked
     # A row with every score -inf would give softmax NaN (0/0); compute it on zeros and zero it afterwards.
     dead = torch.isneginf(scores).all(dim=-1, keepdim=True)
     weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1)

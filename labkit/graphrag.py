@@ -23,7 +23,7 @@ from .rag import STOPWORDS, sentences_with_titles
 
 __all__ = [
     "SCHEMA", "LITERAL", "SYMMETRIC", "EntityResolver", "extract_triples", "rule_extract", "LLMExtractor",
-    "EXTRACTION_PROMPT", "extraction_scores", "build_graph", "detect_communities", "community_reports",
+    "EXTRACTION_PROMPT", "extraction_scores", "normalize_triples", "build_graph", "detect_communities", "community_reports",
     "local_search", "global_search", "score_global_answer", "GraphRAG",
 ]
 
@@ -242,9 +242,8 @@ def extract_triples(passages: str | Sequence[str], *, method: str = "rules", llm
     """Extract (subject, relation, object) triples from passages, then resolve names to canonical ones.
 
     ``method="rules"``: :func:`rule_extract`; ``method="llm"``: :class:`LLMExtractor` around ``llm``.
-    ``resolver``: defaults to :meth:`EntityResolver.from_documents` on the same passages; pass
-    ``resolver=False``-like ``EntityResolver`` of your own to control it. Symmetric relations are stored
-    with the two names sorted.
+    ``resolver``: defaults to :meth:`EntityResolver.from_documents` on the same passages; pass your own
+    :class:`EntityResolver` to control the aliases. Symmetric relations are stored with the two names sorted.
     """
     docs = [passages] if isinstance(passages, str) else list(passages)
     if not docs or not any(d.strip() for d in docs):
@@ -262,7 +261,8 @@ def extract_triples(passages: str | Sequence[str], *, method: str = "rules", llm
     return res.resolve_triples(raw)
 
 
-def _norm_set(triples: Iterable[Sequence[str]]) -> set[Triple]:
+def normalize_triples(triples: Iterable[Sequence[str]]) -> set[Triple]:
+    """A set of triples with symmetric relations stored with the two names sorted (for set comparison)."""
     out = set()
     for s, r, o in triples:
         if r in SYMMETRIC:
@@ -273,7 +273,7 @@ def _norm_set(triples: Iterable[Sequence[str]]) -> set[Triple]:
 
 def extraction_scores(predicted: Iterable[Sequence[str]], gold: Iterable[Sequence[str]]) -> dict[str, float]:
     """Precision, recall and F1 of a set of triples against the true ones (symmetric relations unordered)."""
-    p, g = _norm_set(predicted), _norm_set(gold)
+    p, g = normalize_triples(predicted), normalize_triples(gold)
     if not g:
         raise ValueError("gold is empty")
     tp = len(p & g)

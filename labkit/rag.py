@@ -361,7 +361,12 @@ class DenseIndex:
             index = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.min_points_per_centroid = 1  # small corpus: no "too few training points" warning
             index.cp.seed = 1234
-            index.train(x)
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)  # deterministic k-means
+            try:
+                index.train(x)
+            finally:
+                faiss.omp_set_num_threads(threads)
             index.nprobe = nprobe
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, M, faiss.METRIC_INNER_PRODUCT)

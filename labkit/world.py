@@ -12,7 +12,7 @@ The structured world is for generating and scoring only. Retrieval and extractio
 Command (deterministic: same seed → same bytes)::
 
     python -m labkit.world --seed 0 --out data/world            # world.json, corpus.jsonl, questions.jsonl
-    python -m labkit.world --seed 0 --out data/world --embed    # + passage/sentence MiniLM embeddings
+    python -m labkit.world --seed 0 --out data/world --embed    # + passage/question/sentence MiniLM embeddings
 
 Triple relations (subject type → object type):
 

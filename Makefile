@@ -72,6 +72,7 @@ manifest: setup
 data: setup
 	$(PY) -m labkit.corpus
 	$(PY) -m labkit.tokenizer
+	$(PY) -m labkit.world --seed 0 --out data/world --embed
 	$(PY) -m labkit manifest
 
 clean:

@@ -33,6 +33,7 @@ __all__ = [
     "IGNORE_INDEX", "ROLE_TOKENS", "END_TOKEN", "render_chat", "apply_chat_template", "build_labels",
     "encode_example", "Packed", "assign_bins", "pack", "document_causal_mask", "padding_stats",
     "sft_loss", "packed_forward", "train_sft", "generate_answers", "evaluate_task", "training_memory",
+    "answer_metrics",
 ]
 
 IGNORE_INDEX = -100
@@ -420,3 +421,25 @@ def training_memory(model: nn.Module, batch: Packed | dict[str, Tensor],
     out = {"weights": weights, "grads": grads, "optimizer": opt, "activations": log.total_bytes}
     out["total"] = sum(out.values())
     return out
+
+
+@torch.no_grad()
+def answer_metrics(model: nn.Module, tokenizer: Any, records: Sequence[dict[str, Any]],
+                   max_len: int = 128) -> dict[str, float]:
+    """Teacher-forced metrics on the answer tokens (answer + ``<|end|>``) of task records.
+
+    ``loss``: mean cross-entropy of the answer tokens; ``token_acc``: fraction of them that are the argmax
+    prediction given the gold prefix. Softer than exact match: it shows progress before whole answers
+    come out right.
+    """
+    enc = [encode_example(r, tokenizer) for r in records]
+    p = pack(enc, max_len, "ffd")
+    was_training = model.training
+    model.eval()
+    logits = packed_forward(model, p)[:, :-1]
+    model.train(was_training)
+    labels = p.labels[:, 1:]
+    keep = labels != IGNORE_INDEX
+    loss = F.cross_entropy(logits[keep].float(), labels[keep])
+    acc = (logits[keep].argmax(-1) == labels[keep]).float().mean()
+    return {"loss": float(loss), "token_acc": float(acc)}

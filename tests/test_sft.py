@@ -336,3 +336,21 @@ def test_training_memory_accounts_for_trainable_state(tok):
     expect = 4 * (n - n_lin) + sum(m.base_bytes() for m in layers) + 4 * lora.count_trainable(q)[0]
     assert sft.training_memory(q, batch)["weights"] == expect < m_full["weights"]
     assert m_lora["total"] == sum(v for k, v in m_lora.items() if k != "total")
+
+
+def test_answer_metrics_match_a_direct_computation(tok):
+    model = tiny_llama(8)
+    recs = D.load_task("test")[:7]
+    m = sft.answer_metrics(model, tok, recs)
+    nll, hits, n = 0.0, 0, 0
+    with torch.no_grad():
+        for r in recs:
+            e = sft.encode_example(r, tok)
+            logits = model(torch.tensor([e["input_ids"]]))[0]
+            for t in range(1, len(e["labels"])):
+                if e["labels"][t] != -100:
+                    nll -= float(F.log_softmax(logits[t - 1], -1)[e["labels"][t]])
+                    hits += int(logits[t - 1].argmax()) == e["labels"][t]
+                    n += 1
+    close(m["loss"], nll / n, atol=1e-5, quiet=True)
+    close(m["token_acc"], hits / n, atol=1e-9, quiet=True)

@@ -29,6 +29,10 @@ def setup_notebook(seed: int = 0) -> None:
             ip.run_line_magic("matplotlib", "inline")
     except ImportError:
         pass
+    import warnings
+
+    # tqdm.auto (imported by transformers) warns on stderr when ipywidgets is absent; nbval compares stderr.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     import matplotlib.pyplot as plt
     import torch
 

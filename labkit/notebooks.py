@@ -38,6 +38,7 @@ NOTEBOOK_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONHASHSEED": "0",
     "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    "OMP_WAIT_POLICY": "passive",
 }
 
 

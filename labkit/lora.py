@@ -484,7 +484,7 @@ def count_trainable(model: nn.Module) -> tuple[int, int]:
 TASK_VARIANTS: tuple[tuple[str, int | None, float], ...] = (
     ("full", None, 1e-3), ("lora", 2, 4e-3), ("lora", 8, 4e-3), ("lora", 32, 4e-3), ("qlora", 8, 4e-3))
 #: Shared settings of those runs (``python -m labkit.lora task``).
-TASK_RUN: dict[str, Any] = dict(steps=240, batch_size=8, max_len=128, seed=0, warmup=20)
+TASK_RUN: dict[str, Any] = dict(steps=200, batch_size=8, max_len=128, seed=0, warmup=20)
 #: Where the shipped adapters and the results of those runs live.
 TASK_DIR_NAME = "lora_task"
 
@@ -513,12 +513,13 @@ def prepare_variant(model: nn.Module, method: str, r: int | None = None,
 def finetune_task(method: str, r: int | None = None, *, lr: float, steps: int = TASK_RUN["steps"],
                   batch_size: int = TASK_RUN["batch_size"], max_len: int = TASK_RUN["max_len"],
                   seed: int = TASK_RUN["seed"], warmup: int = TASK_RUN["warmup"], evaluate: bool = True,
-                  progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+                  schedule_steps: int | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune the shipped tiny LLaMA on the task's training split with one method; measure it.
 
     Returns ``(model, result)`` with ``result`` holding the trainable / total parameter counts, the
     measured training memory (:func:`labkit.sft.training_memory` on the first batch), the loss curve
-    and (if ``evaluate``) the exact-match test score per skill.
+    and (if ``evaluate``) the exact-match test score per skill. ``schedule_steps`` (default ``steps``) sets
+    the length of the learning-rate schedule, so a short rerun can replay a long run's first steps.
     """
     import time
 
@@ -537,7 +538,7 @@ def finetune_task(method: str, r: int | None = None, *, lr: float, steps: int = 
     trainable, total = count_trainable(model)
     t0 = time.perf_counter()
     losses = sft.train_sft(model, train, steps=steps, batch_size=batch_size, max_len=max_len, lr=lr,
-                           seed=seed, warmup=warmup, progress=progress)
+                           seed=seed, warmup=warmup, schedule_steps=schedule_steps, progress=progress)
     seconds = time.perf_counter() - t0
     result: dict[str, Any] = {"method": method, "r": r, "alpha": None if r is None else 2 * r, "lr": lr,
                               "steps": steps, "batch_size": batch_size, "max_len": max_len, "seed": seed,

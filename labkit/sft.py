@@ -302,14 +302,15 @@ def train_sft(model: nn.Module, examples: Sequence[dict[str, Sequence[int]]], *,
               strategy: str = "ffd", seed: int = 0, grad_clip: float | None = 1.0,
               params: Iterable[nn.Parameter] | None = None, warmup: int = 0,
               forward: Callable[[nn.Module, Packed | dict[str, Tensor]], Tensor] = packed_forward,
-              progress: bool = True) -> list[float]:
+              schedule_steps: int | None = None, progress: bool = True) -> list[float]:
     """Fine-tune ``model`` on encoded examples with the loss on assistant tokens only; returns the losses.
 
     The examples are packed once (``strategy``, rows of ``max_len``); each step draws ``batch_size`` rows
     from a seeded shuffle (a new shuffle each epoch), runs ``forward`` (default: document mask + restarted
     positions), :func:`sft_loss`, and an AdamW step on ``params`` (default: every parameter with
     ``requires_grad``, so LoRA-wrapped models train only their adapters). Linear warm-up for ``warmup``
-    steps, then cosine decay to 10 % of ``lr``. Deterministic for a given ``seed``.
+    steps, then cosine decay to 10 % of ``lr`` at step ``schedule_steps`` (default ``steps``; pass the
+    original run's length to replay its first steps exactly). Deterministic for a given ``seed``.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -320,8 +321,9 @@ def train_sft(model: nn.Module, examples: Sequence[dict[str, Sequence[int]]], *,
     if not params:
         raise ValueError("no trainable parameters: every parameter has requires_grad=False")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    total = steps if schedule_steps is None else schedule_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps - 1))))))
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total - 1))))))
     g = torch.Generator().manual_seed(seed)
     n_rows = packed.input_ids.shape[0]
     order: list[int] = []

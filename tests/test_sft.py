@@ -354,3 +354,12 @@ def test_answer_metrics_match_a_direct_computation(tok):
                     n += 1
     close(m["loss"], nll / n, atol=1e-5, quiet=True)
     close(m["token_acc"], hits / n, atol=1e-9, quiet=True)
+
+
+def test_short_rerun_replays_a_long_run(tok):
+    exs = [sft.encode_example(r, tok) for r in D.load_task("train")[:16]]
+    long = sft.train_sft(tiny_llama(9), exs, steps=8, batch_size=2, max_len=64, lr=1e-2, warmup=2, progress=False)
+    short = sft.train_sft(tiny_llama(9), exs, steps=4, batch_size=2, max_len=64, lr=1e-2, warmup=2,
+                          schedule_steps=8, progress=False)
+    other = sft.train_sft(tiny_llama(9), exs, steps=4, batch_size=2, max_len=64, lr=1e-2, warmup=2, progress=False)
+    assert short == long[:4] and other != long[:4]  # the LR schedule depends on its length

@@ -275,7 +275,6 @@ def test_kl_estimators_unbiased():
         assert abs(float(est.mean()) - exact) < 4 * se, name
     k1, k3 = rlhf.kl_k1(logp[a], logq[a]), rlhf.kl_k3(logp[a], logq[a])
     assert bool((k1 < 0).any()) and bool((k3 >= 0).all())
-    assert float(k3.std()) < float(k1.std())
     # k2 is biased here (distributions far apart)
     assert abs(float(rlhf.kl_k2(logp[a], logq[a]).mean()) - exact) > 0.05
 

@@ -162,7 +162,7 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, step
 
     Returns a history dict: ``step``, ``lr``, ``train_loss`` (every step), ``val_step``, ``val_loss``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     _check_tokens(train_tokens, block_size, "train_tokens")
     _check_tokens(val_tokens, block_size, "val_tokens")
@@ -176,7 +176,8 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, step
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8)
     hist: dict[str, list[float]] = {"step": [], "lr": [], "train_loss": [], "val_step": [], "val_loss": []}
     model.train()
-    bar = tqdm(range(steps), desc="train", disable=not progress)
+    # disable only when asked: otherwise tqdm's own default applies (TQDM_DISABLE=1 silences it in CI)
+    bar = tqdm(range(steps), desc="train", **({} if progress else {"disable": True}))
     for step in bar:
         cur_lr = lr_at(step, lr, warmup, steps, min_lr)
         for g in opt.param_groups:

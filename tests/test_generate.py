@@ -250,3 +250,16 @@ def test_bad_input(tiny: Llama) -> None:
         sequence_logprob(tiny, prompt, 0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(tiny, prompt, -1)
+
+
+def test_beam_search_with_eos_finishes_and_pads(tiny: Llama) -> None:
+    prompt = torch.tensor([[5, 9, 1], [2, 4, 6]])
+    free = beam_search(tiny, prompt, 6, num_beams=3)
+    eos = int(free[0, 4])                                     # a token the best beam emits at step 2
+    out = beam_search(tiny, prompt, 6, num_beams=3, eos_token_id=eos)
+    assert out.shape[0] == 2 and out.shape[1] <= 3 + 6
+    for row in out[:, 3:].tolist():
+        if eos in row:                                        # everything after the first EOS is EOS padding
+            assert set(row[row.index(eos):]) == {eos}
+    lp_free = sequence_logprob(tiny, free[:1], 3)
+    assert torch.isfinite(lp_free).all()

@@ -435,3 +435,51 @@ def test_dpo_under_no_grad_cannot_train(lm):
         lp = rlhf.sequence_logprobs(lm(ids), ids)
     loss, _, _ = rlhf.dpo_loss(lp[:1], lp[1:], lp[:1], lp[1:])
     assert not loss.requires_grad
+
+
+# ----------------------------------------------------------------------------------------------
+# the chapter 14–15 experiment: ground-truth reward and the shipped pairs
+# ----------------------------------------------------------------------------------------------
+def test_lexicon_score():
+    from labkit import rlhf_experiment as rx
+
+    assert rx.lexicon_score("O sweet love, my gentle friend!") == 4
+    assert rx.lexicon_score("GOOD night, good-night") == 2        # case-insensitive; hyphens split words
+    assert rx.lexicon_score("goodness and lovely dearest") == 0   # whole words only
+    assert rx.lexicon_score("") == 0
+    with pytest.raises(TypeError, match="text"):
+        rx.lexicon_score(["love"])
+
+
+def test_shipped_pairs_are_consistent():
+    from labkit import rlhf_experiment as rx
+    from labkit.tokenizer import load_shakespeare_tokenizer
+
+    tok = load_shakespeare_tokenizer()
+    pairs = rx.load_pairs(tokenizer=tok)
+    P, R = rx.PROMPT_LEN, rx.RESPONSE_LEN
+    for split in ("train", "test"):
+        c, r = pairs[f"{split}_chosen"], pairs[f"{split}_rejected"]
+        assert c.shape == r.shape and c.shape[1] == P + R and len(c) > 100
+        assert torch.equal(c[:, :P], r[:, :P])                                   # same prompt
+        assert bool((pairs[f"{split}_chosen_score"] > pairs[f"{split}_rejected_score"]).all())
+        # the stored scores are the lexicon scores of the decoded responses
+        torch.testing.assert_close(rx.score_sequences(tok, c[:50]), pairs[f"{split}_chosen_score"][:50])
+        torch.testing.assert_close(rx.score_sequences(tok, r[:50]), pairs[f"{split}_rejected_score"][:50])
+    train_prompts = {tuple(x) for x in pairs["train_chosen"][:, :P].tolist()}
+    test_prompts = {tuple(x) for x in pairs["test_chosen"][:, :P].tolist()}
+    eval_prompts = {tuple(x) for x in pairs["eval_prompts"].tolist()}
+    assert not (train_prompts & test_prompts) and not (eval_prompts & (train_prompts | test_prompts))
+    assert all(tok.decode(list(p)).endswith(":\n") for p in list(eval_prompts)[:20])
+
+
+def test_make_prompts_deterministic_and_bad_input():
+    from labkit import rlhf_experiment as rx
+    from labkit.tokenizer import load_shakespeare_tokenizer
+
+    tok = load_shakespeare_tokenizer()
+    text = "But soft, what light through yonder window breaks?\n\nROMEO:\nO she doth teach the torches to burn bright.\n\nJULIET:\nAy me!\n\nNURSE:\nAnon, anon!\n"
+    a, b = rx.make_prompts(tok, text, 3, seed=1), rx.make_prompts(tok, text, 3, seed=1)
+    assert torch.equal(a, b) and a.shape == (3, rx.PROMPT_LEN)
+    with pytest.raises(ValueError, match="distinct prompts"):
+        rx.make_prompts(tok, text, 4)

@@ -331,7 +331,8 @@ def train_sft(model: nn.Module, examples: Sequence[dict[str, Sequence[int]]], *,
     from tqdm.auto import tqdm
 
     model.train()
-    for _ in tqdm(range(steps), disable=not progress, desc="sft"):
+    bar_kw = {} if progress else {"disable": True}  # leave `disable` unset so TQDM_DISABLE=1 (CI) silences it
+    for _ in tqdm(range(steps), desc="sft", **bar_kw):
         if len(order) < batch_size:
             order += torch.randperm(n_rows, generator=g).tolist()
         idx, order = torch.tensor(order[:batch_size]), order[batch_size:]

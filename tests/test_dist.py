@@ -96,6 +96,11 @@ def test_ring_time_model():
     assert D.ring_allreduce_time(1e6, 4, 1e9, latency=1e-5) == pytest.approx(6e-5 + 1.5e-3)
     with pytest.raises(ValueError, match="bandwidth"):
         D.ring_allreduce_time(1e9, 8, 0)
+    with pytest.raises(ValueError, match="`n_bytes` and `latency` must be >= 0"):
+        D.ring_allreduce_time(-1, 8, 32e9)
+    with pytest.raises(ValueError, match="`n_bytes` and `latency` must be >= 0"):
+        D.ring_allreduce_time(1e9, 8, 32e9, latency=-1e-6)
+    assert D.ring_allreduce_time(0, 8, 32e9) == 0.0        # the bound itself is allowed
 
 
 # ---------------------------------------------------------------------------------------- pipelines
@@ -203,10 +208,17 @@ def test_pipeline_splits():
         pipeline.split_microbatches(torch.zeros(16, 2), 0)
     with pytest.raises(ValueError, match="divisible by microbatches"):
         pipeline.split_microbatches(torch.zeros(16, 2), 3)
+    # checked before any torch.distributed call, so it fails fast in-process (no process group needed)
+    for bad in ("zb-h1", "GPipe", ""):
+        with pytest.raises(ValueError, match="`schedule` must be 'gpipe' or '1f1b'"):
+            pipeline.pipeline_step(parts[0], bad, 2, (4, 16), x=torch.randn(8, 16))
 
 
 def test_zero_helpers():
     assert zero.shard_size(7, 2) == 4
+    for bad in (0, -2, True, 2.0):
+        with pytest.raises(ValueError, match="`world` must be a positive int"):
+            zero.shard_size(7, bad)
     t = torch.arange(7.0)
     s0, s1 = zero.flat_shard(t, 0, 2), zero.flat_shard(t, 1, 2)
     torch.testing.assert_close(torch.cat([s0, s1]), torch.tensor([0., 1, 2, 3, 4, 5, 6, 0]))

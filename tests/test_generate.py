@@ -255,11 +255,18 @@ def test_bad_input(tiny: Llama) -> None:
 def test_beam_search_with_eos_finishes_and_pads(tiny: Llama) -> None:
     prompt = torch.tensor([[5, 9, 1], [2, 4, 6]])
     free = beam_search(tiny, prompt, 6, num_beams=3)
-    eos = int(free[0, 4])                                     # a token the best beam emits at step 2
+    # a token row 1's best beam emits at step 2 (row 0's choice, free[0, 4], is avoided once it is EOS, so
+    # with it no row would finish and the padding check below would check nothing)
+    eos = int(free[1, 4])
+    assert int(free[1, 3]) != eos                             # so EOS first appears at step 2
     out = beam_search(tiny, prompt, 6, num_beams=3, eos_token_id=eos)
-    assert out.shape[0] == 2 and out.shape[1] <= 3 + 6
-    for row in out[:, 3:].tolist():
-        if eos in row:                                        # everything after the first EOS is EOS padding
-            assert set(row[row.index(eos):]) == {eos}
+    assert out.shape == (2, 3 + 6)                            # row 0 runs to the end, so no column is dropped
+    rows = out[:, 3:].tolist()
+    finished = [r for r in rows if eos in r]
+    assert finished, "no row emitted EOS: the padding check would be vacuous"
+    for row in finished:                                      # everything after the first EOS is EOS padding
+        first = row.index(eos)
+        assert first < len(row) - 1 and set(row[first:]) == {eos}
+    assert rows[1] == free[1, 3:5].tolist() + [eos] * 4       # row 1 stops at its EOS and is padded
     lp_free = sequence_logprob(tiny, free[:1], 3)
     assert torch.isfinite(lp_free).all()

@@ -21,6 +21,15 @@ def test_rule_extractor_precision_recall_floor(shipped):
     assert sc["precision"] >= 0.95 and sc["recall"] >= 0.9, sc
 
 
+def test_extraction_scores_worked_example_and_empty_gold():
+    gold = [("A", "born_in", "X"), ("A", "allied_with", "B")]
+    sc = gr.extraction_scores([("B", "allied_with", "A"), ("A", "born_in", "Y")], gold)  # symmetric: order-free
+    assert (sc["tp"], sc["precision"], sc["recall"], sc["f1"]) == (1, 0.5, 0.5, 0.5)
+    for empty in ([], iter(())):
+        with pytest.raises(ValueError, match="gold is empty"):
+            gr.extraction_scores([("A", "born_in", "X")], empty)
+
+
 def test_entity_resolution_is_what_lifts_precision(shipped):
     docs, w, _ = shipped
     raw = [t for d in docs for t in gr.rule_extract(d)]
@@ -66,6 +75,9 @@ def test_llm_extractor_with_fake_llm():
         gr.extract_triples([doc], method="magic")
     with pytest.raises(ValueError, match="empty"):
         gr.extract_triples(["  "])
+    for not_callable in (None, "gpt-4o", {"model": "m"}):
+        with pytest.raises(TypeError, match="llm must be a callable"):
+            gr.LLMExtractor(not_callable)
 
 
 def test_llm_extractor_reproduces_rules_when_llm_is_perfect(shipped):
@@ -102,6 +114,9 @@ def test_communities_on_two_cliques_and_determinism(shipped):
     assert len(gr.detect_communities(big, resolution=4.0)) > len(gr.detect_communities(big, resolution=0.3))
     with pytest.raises(ValueError, match="resolution"):
         gr.detect_communities(G, resolution=0)
+    for empty in (nx.DiGraph(), nx.Graph()):
+        with pytest.raises(ValueError, match="graph is empty"):
+            gr.detect_communities(empty)
 
 
 def test_local_search_multi_hop_and_hop_limit():

@@ -190,6 +190,28 @@ def test_accumulation_traps_batchnorm_and_token_mean():
         M.accumulate_gradients(emb, token_mean, [])
 
 
+# ------------------------------------------------------------------ autocast
+def test_cpu_bf16_autocast_dtypes():
+    """Autocast casts a Linear's *inputs* to bf16 on the fly (the fp32 weight is untouched, it is the master
+    copy), runs cross-entropy in fp32, and backward delivers fp32 gradients to the fp32 leaves."""
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 7)
+    x = torch.randn(5, 16, requires_grad=True)
+    y = torch.randint(0, 7, (5,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lin(x)
+        loss = nn.functional.cross_entropy(out, y)
+    assert out.dtype == torch.bfloat16
+    assert lin.weight.dtype == torch.float32 and lin.bias.dtype == torch.float32
+    assert loss.dtype == torch.float32
+    # out is exactly the bf16 product of bf16 copies; the fp32 product differs (autocast really was active)
+    assert torch.equal(out, nn.functional.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16()))
+    assert (out.float() - lin(x)).abs().max() > 0
+    loss.backward()
+    assert lin.weight.grad.dtype == lin.bias.grad.dtype == x.grad.dtype == torch.float32
+    assert lin.weight.grad.abs().sum() > 0
+
+
 # ------------------------------------------------------------------ loss scaling
 def test_loss_scaler_matches_torch_gradscaler():
     g = torch.Generator().manual_seed(0)

@@ -27,9 +27,16 @@ CONFIGS = {
     "gqa_untied": dict(vocab_size=97, dim=48, n_layers=2, n_heads=6, n_kv_heads=2),
     "mha_tied": dict(vocab_size=101, dim=32, n_layers=3, n_heads=4, tie_embeddings=True),
     "mqa_untied": dict(vocab_size=64, dim=40, n_layers=2, n_heads=4, n_kv_heads=1, hidden_dim=72, rope_base=500.0),
-    "gqa_tied_odd": dict(vocab_size=131, dim=36, n_layers=1, n_heads=3, n_kv_heads=3, hidden_dim=50,
+    # GQA + tied embeddings, the shipped model's layout; odd vocab, 3 KV heads each shared by 2 query heads
+    "gqa_tied_odd": dict(vocab_size=131, dim=36, n_layers=1, n_heads=6, n_kv_heads=3, hidden_dim=50,
                          norm_eps=1e-5, tie_embeddings=True),
 }
+
+
+def test_configs_cover_gqa_with_tied_embeddings() -> None:
+    """The parity tests below must include the shipped layout: 1 < n_kv_heads < n_heads and tied embeddings."""
+    cfg = LlamaConfig(**CONFIGS["gqa_tied_odd"])
+    assert 1 < cfg.n_kv_heads < cfg.n_heads and cfg.tie_embeddings
 
 
 def _model(name: str, seed: int = 0) -> Llama:
@@ -256,3 +263,17 @@ def test_load_pretrained() -> None:
     loss = evaluate(model, val, tr["block_size"], tr["batch_size"], max_batches=tr["eval_batches"])
     close(loss, log["history"]["val_loss"][-1], atol=1e-4, quiet=True)   # reproduces the logged evaluation
     assert loss < log["unigram_val_loss"] - 1.0          # far better than the context-free baseline
+
+
+def test_shipped_whole_val_loss_matches_log() -> None:
+    """The logged final ``val_loss`` is :func:`evaluate` over the *whole* validation split (``val_eval``)."""
+    from labkit.train import corpus_tokens, evaluate
+
+    model, tok = load_pretrained()
+    log = json.loads((PRETRAINED_DIR / "train_log.json").read_text())
+    ev = log["val_eval"]
+    assert ev["max_batches"] is None                         # every window of the split, not a sample
+    val = corpus_tokens(tok, "val")
+    assert val.numel() == log["val_tokens"]
+    loss = evaluate(model, val, ev["block_size"], ev["batch_size"], max_batches=ev["max_batches"])
+    close(loss, log["val_loss"], atol=1e-4, quiet=True)

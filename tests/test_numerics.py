@@ -67,6 +67,8 @@ def test_cross_entropy_bad_input():
         N.cross_entropy(torch.randn(3, 4), torch.zeros(5, dtype=torch.long))
     with pytest.raises(TypeError, match="integer"):
         N.cross_entropy(torch.randn(3, 4), torch.zeros(3))
+    with pytest.raises(TypeError, match=r"`targets` must be a torch.Tensor.*got list.*torch.tensor"):
+        N.cross_entropy(torch.randn(3, 4), [0, 1, 2])
     with pytest.raises(ValueError, match="label_smoothing"):
         N.cross_entropy(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), label_smoothing=1.5)
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
@@ -88,6 +90,11 @@ def test_kl_matches_torch_and_identities():
     torch.testing.assert_close(ce, N.entropy(p) + N.kl_divergence(p, q), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="same shape"):
         N.kl_divergence(p, q[:, :3])
+    # integer logits (e.g. token ids passed by mistake) are rejected, for either argument
+    with pytest.raises(TypeError, match=r"`p_logits` must be a floating-point tensor.*\.float\(\)"):
+        N.kl_divergence(torch.arange(9).expand(4, 9), q)
+    with pytest.raises(TypeError, match=r"`q_logits` must be a floating-point tensor.*\.float\(\)"):
+        N.kl_divergence(p, torch.arange(9).expand(4, 9))
 
 
 def test_ce_gradient_is_softmax_minus_onehot():

@@ -149,8 +149,21 @@ def test_bad_input():
         Q.absmax_dequantize(torch.zeros(4, 6, dtype=torch.int8), torch.ones(4, 4))
 
 
-def test_python_xor_pitfall():
-    assert 2 ^ 7 == 5 and 2 ** 7 - 1 == 127  # the notes' `2^7 - 1` is 4, not 127
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("denom", [2 ^ 7 - 1, 2 ^ 7], ids=["2^7-1 (=4)", "2^7 (=5)"])
+def test_xor_scale_is_far_worse_than_absmax_quantize(seed, denom):
+    """`^` is XOR in Python: the notes' `absmax / (2^7 - 1)` divides by 4 (and `absmax / 2^7` by 5), not 127,
+    so only ~9-11 of the 255 int8 codes are used. labkit's scale absmax / 127 must be ~127/denom times finer."""
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(seed))
+    q, s = Q.absmax_quantize(x)
+    err = (Q.absmax_dequantize(q, s) - x).abs()
+    s_bug = x.abs().max() / denom
+    q_bug = torch.round(x / s_bug).clamp(-127, 127)
+    err_bug = (q_bug * s_bug - x).abs()
+    assert q_bug.unique().numel() <= 2 * denom + 1
+    # worst-case error is half a step, so the ratio of the max errors is the ratio of the steps, 127 / denom
+    assert float(err_bug.max() / err.max()) == pytest.approx(127 / denom, rel=0.02)
+    assert float(err_bug.mean() / err.mean()) > 20       # measured 24.8-32 on these seeds
 
 
 # ------------------------------------------------------------------ LLM.int8()
@@ -188,6 +201,19 @@ def test_int8_vectorwise_is_exact_integer_arithmetic():
     torch.testing.assert_close(Q.int8_matmul_with_outliers(x, w, threshold=100.0), Q.int8_matmul_vectorwise(x, w))
     # everything an outlier → pure float matmul
     torch.testing.assert_close(Q.int8_matmul_with_outliers(x, w, threshold=1e-9), x @ w, atol=1e-5, rtol=1e-5)
+
+
+def test_int8_matmul_all_zero_inputs_give_exact_zeros():
+    """absmax of an all-zero row/column is 0: the scale must not become 0/0 = NaN."""
+    g = torch.Generator().manual_seed(7)
+    x, w = torch.randn(5, 9, generator=g), torch.randn(9, 4, generator=g)
+    x[:, 3] *= 50.0                                          # one outlier column: exercises the float path
+    zx, zw = torch.zeros(5, 9), torch.zeros(9, 4)
+    for a, b in ((zx, w), (x, zw), (zx, zw)):
+        for fn in (Q.int8_matmul_with_outliers, Q.int8_matmul_vectorwise):
+            y = fn(a, b)
+            assert y.shape == (5, 4) and torch.isfinite(y).all()
+            assert torch.equal(y, torch.zeros(5, 4))
 
 
 def test_int8_matmul_bad_input():

@@ -116,6 +116,9 @@ def test_bm25_bad_input():
         bm.search(["a"], 0)
     with pytest.raises(ValueError, match="b"):
         rag.BM25([["a"]], b=1.5)
+    for not_text in (None, ["a b"], b"a b"):
+        with pytest.raises(TypeError, match="text must be a str"):
+            rag.tokenize(not_text)
 
 
 # ----------------------------------------------------------------------------------------- RRF
@@ -205,7 +208,14 @@ def test_flat_index_equals_brute_force_and_ivf_full_probe():
     np.testing.assert_allclose(s, np.take_along_axis(q @ x.T, ref, 1), atol=1e-5)
     ivf = rag.DenseIndex(x, kind="ivf", nlist=8, nprobe=8)  # probing every cell is exact
     assert np.array_equal(ivf.search(q, 7)[1], ref)
-    ivf.set_params(nprobe=1)
+    # fewer probed cells = a subset of the candidates: recall@7 never rises as nprobe falls, and one cell
+    # of eight misses most true neighbours (0.32 on this data), so set_params really changes the search
+    recall = []
+    for nprobe in range(1, 9):
+        ivf.set_params(nprobe=nprobe)
+        recall.append(np.mean([len(set(a) & set(b)) / 7 for a, b in zip(ivf.search(q, 7)[1], ref)]))
+    assert 0 < recall[0] < 0.5 and recall[-1] == 1.0
+    assert all(r0 <= r1 for r0, r1 in zip(recall, recall[1:]))
     hnsw = rag.DenseIndex(x, kind="hnsw", M=8, ef_search=64)
     assert np.mean([len(set(a) & set(b)) / 7 for a, b in zip(hnsw.search(q, 7)[1], ref)]) >= 0.9
 
@@ -223,6 +233,11 @@ def test_dense_bad_input():
         rag.DenseIndex(np.zeros((0, 8)))
     with pytest.raises(ValueError, match="kind"):
         rag.DenseIndex(x, kind="lsh")
+    with pytest.raises(ValueError, match=r"nlist \(0\) must be in \[1, n=10\]"):
+        rag.DenseIndex(x, kind="ivf", nlist=0)
+    with pytest.raises(ValueError, match=r"nlist \(11\) must be in \[1, n=10\]"):
+        rag.DenseIndex(x, kind="ivf", nlist=11)
+    rag.DenseIndex(x, kind="ivf", nlist=10)  # the bound itself is allowed
 
 
 def test_cached_embeddings_equal_fresh_minilm():
@@ -243,6 +258,8 @@ def test_sentence_reranker_prefers_best_sentence():
     assert [i for i, _ in rr.rerank(np.array([0.0, 1.0]), [0, 1])] == [1, 0]
     with pytest.raises(ValueError, match="alpha"):
         rag.SentenceReranker(p, s, np.array([0, 1, 1]), alpha=2)
+    with pytest.raises(ValueError, match="sentence_emb and sentence_passage must have the same length"):
+        rag.SentenceReranker(p, s, np.array([0, 1]))
 
 
 # --------------------------------------------------------------------------------- answer step
@@ -268,6 +285,13 @@ def test_prompt_template_and_double_brace_pitfall():
     assert "{{context}}".format(context="X") == "{context}"  # the notes' template never injects context
     with pytest.raises(ValueError, match="context"):
         rag.build_prompt("q?", PASSAGES, template="Known: {{context}} Q: {question}")
+    for empty in ("", "   \n"):
+        with pytest.raises(ValueError, match="question is empty"):
+            rag.build_prompt(empty, PASSAGES)
+    with pytest.raises(ValueError, match=r"unknown placeholder 'answer'.*\{context\} and \{question\}"):
+        rag.build_prompt("q?", PASSAGES, template="{context} {question} {answer}")
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        rag.build_prompt("q?", PASSAGES, template="{context} {question} {0}")
 
 
 def test_openai_adapter_with_fake_transport():
@@ -323,5 +347,7 @@ def test_retriever_methods_on_shipped_corpus():
         retr.rank(" ", "bm25")
     with pytest.raises(ValueError, match="embeddings"):
         rag.Retriever(texts[:3], P)
+    with pytest.raises(ValueError, match="texts is empty"):
+        rag.Retriever([], P[:0])
     with pytest.raises(ValueError, match="rerank"):
         rag.Retriever(texts, P).rank("Who founded Greern Foundry?", "dense+rerank", Qe[0])

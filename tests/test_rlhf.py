@@ -483,3 +483,28 @@ def test_make_prompts_deterministic_and_bad_input():
     assert torch.equal(a, b) and a.shape == (3, rx.PROMPT_LEN)
     with pytest.raises(ValueError, match="distinct prompts"):
         rx.make_prompts(tok, text, 4)
+
+
+def test_shipped_frontier_points_reproduce():
+    """data/preferences/frontier.json is a real result: rerunning its cheapest DPO and PPO settings here
+    (β = 1.0 for one epoch, KL coefficient 0.5 for 10 iterations) gives the shipped points."""
+    import json
+
+    import torch
+
+    from labkit import rlhf_experiment as rx
+
+    shipped = json.loads(rx.FRONTIER_PATH.read_text())
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the frontier command runs on one thread
+    try:
+        res = rx.run_frontier(betas=(1.0,), kl_coefs=(0.5,), dpo_epochs=1, ppo_iterations=10, log=lambda s: None)
+    finally:
+        torch.set_num_threads(n_threads)
+    assert res["reference"] == shipped["reference"]
+    assert res["reward_model_heldout_accuracy"] == pytest.approx(shipped["reward_model_heldout_accuracy"], abs=1e-6)
+    for method, key, value, step in (("dpo", "beta", 1.0, ("epoch", 1)), ("ppo", "kl_coef", 0.5, ("iteration", 10))):
+        want = next(p for p in shipped[method] if p[key] == value and p[step[0]] == step[1])
+        got = res[method][0]
+        for k in ("reward", "kl", "reward_se", "kl_se"):
+            assert got[k] == pytest.approx(want[k], abs=1e-4), (method, k, got[k], want[k])

@@ -46,6 +46,13 @@ NOTEBOOK_ENV = {
 }
 
 
+#: Stored in every executed notebook, so JupyterLab does not ask which kernel to use.
+KERNEL_METADATA = {
+    "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+    "language_info": {"name": "python", "file_extension": ".py", "mimetype": "text/x-python"},
+}
+
+
 def _tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
@@ -157,6 +164,7 @@ def execute_notebook(path: Path, *, inplace: bool = False, timeout: int = 600) -
     txt = "".join(o.get("text", "") for o in probe.outputs)
     self_kb, child_kb, cpu = txt.split()[:3]
     if inplace:
+        nb.metadata.update(KERNEL_METADATA)  # JupyterLab opens it straight in the course kernel, no prompt
         nbformat.write(nb, path)
     return wall, float(cpu), (int(self_kb) + int(child_kb)) / 1024
 

@@ -400,7 +400,9 @@ def evaluate_task(model: nn.Module, tokenizer: Any, records: Sequence[dict[str, 
 def training_memory(model: nn.Module, batch: Packed | dict[str, Tensor],
                     forward: Callable[[nn.Module, Packed | dict[str, Tensor]], Tensor] = packed_forward,
                     optimizer_states: int = 2) -> dict[str, int]:
-    """Bytes a training step holds at its peak, measured on one forward/backward of ``batch``.
+    """Bytes a training step holds at its peak: model state counted from tensor sizes, activations measured on
+    one forward/backward of ``batch``. The sum is an estimate of the peak (the allocator's real peak is a few MB
+    higher: temporaries; chapter 11 measures it with ``torch.profiler``).
 
     * ``weights``: every parameter and buffer (a QLoRA base counts its packed NF4 codes + absmax);
     * ``grads``: one gradient per trainable parameter;

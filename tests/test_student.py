@@ -96,3 +96,13 @@ def test_student_cli_rejects_missing_source(tmp_path):
     out = subprocess.run([sys.executable, "-m", "labkit", "student", str(tmp_path / "nope"), str(tmp_path / "o")],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "does not exist" in out.stderr
+
+
+def test_every_notebook_opens_in_the_course_kernel():
+    """No "select a kernel" prompt in JupyterLab: each notebook names the python3 kernel."""
+    from labkit.notebooks import KERNEL_METADATA
+    from labkit.paths import NOTEBOOKS
+
+    for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(p, as_version=4)
+        assert nb.metadata.get("kernelspec") == KERNEL_METADATA["kernelspec"], p.name

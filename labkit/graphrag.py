@@ -480,7 +480,8 @@ def local_search(G: nx.DiGraph, question: str, resolver: EntityResolver, *, hops
 _GLOBAL_SYN = {"faction": {"alliance", "alliances", "member", "members", "allied", "rival"},
                "factions": {"alliance", "alliances", "member", "members", "allied", "rival"},
                "alliances": {"alliance", "alliances", "allied", "rival"}, "related": {"allied", "rival"},
-               "relations": {"allied", "rival"}, "rivals": {"rival"}, "dominate": {"members"}}
+               "relations": {"allied", "rival"}, "rivals": {"rival"}, "dominate": {"members"},
+               "belong": {"members", "member"}, "companies": {"members"}, "alliance": {"alliance", "alliances"}}
 
 
 def global_search(reports: Sequence[dict[str, Any]], question: str, *, top_points: int = 8,
@@ -514,14 +515,22 @@ def global_search(reports: Sequence[dict[str, Any]], question: str, *, top_point
 
 
 def score_global_answer(answer: str, facts: Iterable[Sequence[str]]) -> float:
-    """Fraction of the alliance relations (allied_with / rival_of facts) an answer states: both names and the
-    right relation word (ally/allied, rival/hostile) in the same line or sentence."""
-    rel_facts = [(s, r, o) for s, r, o in facts if r in SYMMETRIC]
+    """Fraction of the facts a global answer states, each within one line or sentence.
+
+    The alliance relations (allied_with / rival_of) when ``facts`` has any: both names and the right relation
+    word (ally/allied, rival/hostile). Otherwise the memberships (member_of): the member and its alliance.
+    """
+    facts = [tuple(f) for f in facts]
+    rel_facts = [f for f in facts if f[1] in SYMMETRIC] or [f for f in facts if f[1] == "member_of"]
     if not rel_facts:
-        raise ValueError("facts contain no allied_with / rival_of relation to score")
+        raise ValueError("facts contain no allied_with / rival_of / member_of relation to score; "
+                         "pass the question's 'facts'")
     units = [u for u in re.split(r"\n|(?<=\.)\s+", answer) if u.strip()]
     ok = 0
     for s, r, o in rel_facts:
+        if r == "member_of":
+            ok += any(s in u and o in u for u in units)
+            continue
         word = r"allied|allies|ally" if r == "allied_with" else r"rival|hostile"
         ok += any(s in u and o in u and re.search(word, u) for u in units)
     return ok / len(rel_facts)

@@ -429,7 +429,8 @@ def make_questions(world: World, passages: list[Passage]) -> list[dict[str, Any]
     """Question sets with gold answers, supporting facts and supporting passages.
 
     Types: ``single`` (one fact), ``multi`` (2–3 hops across articles), ``comparison`` (two entities'
-    years), ``global`` (factions and how they relate), ``zh`` (single-hop, in Chinese).
+    years), ``global`` (the factions and how they relate;
+    the members of every faction), ``zh`` (single-hop, in Chinese).
     Every gold answer is checked against the structured world when generated.
     """
     rng = random.Random(world.seed + 2)
@@ -515,6 +516,11 @@ def make_questions(world: World, passages: list[Passage]) -> list[dict[str, Any]
                  "Which alliances dominate the archipelago, and which of them are rivals?",
                  "Summarize the alliances in this world and the relations between them."]:
         q("global", text, gold, fac_facts + [t for t in W.triples if t[1] == "member_of"], len(_FACTIONS))
+    # ... and a second global question, about the alliances' make-up: every member_of fact of the world
+    mem_facts = [t for t in W.triples if t[1] == "member_of"]
+    gold_m = "; ".join(f"{s} member of {o}" for s, _, o in mem_facts)
+    for text in ["Which companies belong to each alliance?", "List the members of every alliance."]:
+        q("global", text, gold_m, mem_facts, len(_FACTIONS))
 
     # Chinese single-hop over the Chinese subset (support = the zh passages)
     zh_q = []

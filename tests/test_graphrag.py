@@ -152,3 +152,15 @@ def test_graphrag_answers_shipped_questions(shipped):
         g.query("q?", mode="drift")
     with pytest.raises(ValueError, match="passages"):
         gr.GraphRAG([])
+
+
+def test_score_global_answer_relations_and_memberships():
+    rel = [("A League", "rival_of", "B Pact"), ("A League", "allied_with", "C Ring"), ("X Co", "member_of", "A League")]
+    # relations are scored when present (memberships then only serve as support)
+    assert gr.score_global_answer("A League is a rival of B Pact.\nA League and C Ring are friends.", rel) == 0.5
+    assert gr.score_global_answer("A League and B Pact are allied.", rel) == 0.0  # wrong relation word
+    mem = [("X Co", "member_of", "A League"), ("Y Co", "member_of", "A League"), ("Z Co", "member_of", "B Pact")]
+    ans = "Members of the A League: X Co, Y Co.\nZ Co is large. B Pact exists."
+    assert gr.score_global_answer(ans, mem) == pytest.approx(2 / 3)  # Z Co and B Pact are in different sentences
+    with pytest.raises(ValueError, match="member_of"):
+        gr.score_global_answer("anything", [("X Co", "founded_by", "Ann")])

@@ -81,6 +81,21 @@ def _check_offline() -> str:
     return "HF_HUB_OFFLINE=1"
 
 
+def _check_numerics() -> str:
+    """The pinned CPU code paths (Makefile) that make stored notebook outputs reproduce on any x86 CPU."""
+    import torch
+
+    from .notebooks import NOTEBOOK_ENV
+
+    want = {k: NOTEBOOK_ENV[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
+    off = [f"{k}={v}" for k, v in want.items() if os.environ.get(k) != v]
+    if off:
+        raise RuntimeError(f"not set: {' '.join(off)}; your floats may differ from the stored outputs in the last "
+                           "digits (training runs then drift). Fix: run through make (make lab / make execute), "
+                           "or export them")
+    return f"PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, MKL_CBWR={want['MKL_CBWR']}"
+
+
 def _check_data() -> str:
     from .manifest import verify_manifest
 
@@ -97,6 +112,7 @@ CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("tiktoken", _check_tiktoken),
     ("minilm", _check_minilm),
     ("offline", _check_offline),
+    ("numerics", _check_numerics),
     ("data", _check_data),
 ]
 

@@ -48,9 +48,9 @@ def test_no_cuda_packages_crept_in():
 
 def test_doctor_runs_and_reports_each_check():
     out = subprocess.run([sys.executable, "-m", "labkit", "doctor"], capture_output=True, text=True,
-                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **NUMERICS_ENV}, timeout=120)
     lines = out.stdout.splitlines()
-    for item in ("python", "pins", "torch", "tiktoken", "minilm", "offline", "data"):
+    for item in ("python", "pins", "torch", "tiktoken", "minilm", "offline", "numerics", "data"):
         assert any(l.split()[1:2] == [item] and l.split()[0] in ("OK", "FAIL") for l in lines), (item, out.stdout)
     assert out.returncode == 0, out.stdout
 
@@ -86,3 +86,12 @@ def test_torch_runs_the_pinned_kernels():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "ATEN_CPU_CAPABILITY": "default"})
     assert out.stdout.strip() == "DEFAULT", out.stderr  # the variable really steers the dispatch
+
+
+def test_doctor_reports_failures_with_the_fix():
+    out = subprocess.run([sys.executable, "-m", "labkit", "doctor"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"}, timeout=120)  # neither offline nor pinned
+    fails = {l.split()[1]: l for l in out.stdout.splitlines() if l.startswith("FAIL")}
+    assert set(fails) == {"offline", "numerics"}, out.stdout
+    assert "export HF_HUB_OFFLINE=1" in fails["offline"] and "MKL_CBWR=COMPATIBLE" in fails["numerics"]
+    assert out.returncode != 0 and "2 check(s) failed" in out.stdout

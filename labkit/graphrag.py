@@ -275,7 +275,7 @@ def extraction_scores(predicted: Iterable[Sequence[str]], gold: Iterable[Sequenc
     """Precision, recall and F1 of a set of triples against the true ones (symmetric relations unordered)."""
     p, g = normalize_triples(predicted), normalize_triples(gold)
     if not g:
-        raise ValueError("gold is empty")
+        raise ValueError("gold is empty: pass the true triples to score against (e.g. the world's triples)")
     tp = len(p & g)
     prec = tp / len(p) if p else 0.0
     rec = tp / len(g)
@@ -318,7 +318,7 @@ def detect_communities(G: nx.Graph, *, resolution: float = 1.0, seed: int = 0) -
     """Louvain communities (modularity maximisation) of the undirected graph; bigger ``resolution`` → more,
     smaller communities. Deterministic for a fixed ``seed``; sorted by size, then by smallest name."""
     if G.number_of_nodes() == 0:
-        raise ValueError("graph is empty")
+        raise ValueError("graph is empty: build it from extracted triples first (build_graph)")
     if resolution <= 0:
         raise ValueError(f"resolution ({resolution}) must be > 0 (1.0 is standard modularity)")
     comms = nx.community.louvain_communities(G.to_undirected(), resolution=resolution, seed=seed)

@@ -517,9 +517,10 @@ def finetune_task(method: str, r: int | None = None, *, lr: float, steps: int = 
     """Fine-tune the shipped tiny LLaMA on the task's training split with one method; measure it.
 
     Returns ``(model, result)`` with ``result`` holding the trainable / total parameter counts, the
-    training memory (:func:`labkit.sft.training_memory` on the first batch: model state counted, activations measured), the loss curve
-    and (if ``evaluate``) the exact-match test score per skill. ``schedule_steps`` (default ``steps``) sets
-    the length of the learning-rate schedule, so a short rerun can replay a long run's first steps.
+    training memory (:func:`labkit.sft.training_memory` on the first batch: model state counted,
+    activations measured), the loss curve and (if ``evaluate``) the exact-match test score per skill.
+    ``schedule_steps`` (default ``steps``) sets the length of the learning-rate schedule, so a short rerun can
+    replay a long run's first steps.
     """
     import time
 

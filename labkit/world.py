@@ -429,8 +429,8 @@ def make_questions(world: World, passages: list[Passage]) -> list[dict[str, Any]
     """Question sets with gold answers, supporting facts and supporting passages.
 
     Types: ``single`` (one fact), ``multi`` (2–3 hops across articles), ``comparison`` (two entities'
-    years), ``global`` (the factions and how they relate;
-    the members of every faction), ``zh`` (single-hop, in Chinese).
+    years), ``global`` (the factions and how they relate, and the members of each), ``zh`` (single-hop,
+    in Chinese).
     Every gold answer is checked against the structured world when generated.
     """
     rng = random.Random(world.seed + 2)

@@ -490,8 +490,6 @@ def test_shipped_frontier_points_reproduce():
     (β = 1.0 for one epoch, KL coefficient 0.5 for 10 iterations) gives the shipped points."""
     import json
 
-    import torch
-
     from labkit import rlhf_experiment as rx
 
     shipped = json.loads(rx.FRONTIER_PATH.read_text())

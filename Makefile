@@ -81,9 +81,9 @@ manifest: setup
 	$(PY) -m labkit manifest
 
 data: setup
-	$(PY) -m labkit.corpus
+	$(PY) -m labkit.datasets.shakespeare
 	$(PY) -m labkit.tokenizer
-	$(PY) -m labkit.world --seed 0 --out data/world --embed
+	$(PY) -m labkit.experiments.world --seed 0 --out data/world --embed
 	$(PY) -m labkit manifest
 
 clean:

@@ -1,7 +1,12 @@
 """labkit: the canonical implementations behind *LLM Internals, From Scratch* (从零实现大模型).
 
-One module per topic (``labkit.attention``, ``labkit.norms``, ``labkit.quant``, ...). Submodules are
-imported lazily, so ``import labkit`` is cheap and ``labkit.attention`` works without a separate import.
+Subpackages by layer, lowest first (an import-linter contract in pyproject.toml forbids upward imports)::
+
+    core → datasets → tokenizer → blocks → model → train | quant | memory → finetune → align
+         → retrieval → parallel → experiments → course
+
+Subpackages are imported lazily, so ``import labkit`` is cheap and ``labkit.blocks`` works without a
+separate import. Each subpackage re-exports its public names (``labkit.blocks.causal_mask``).
 """
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .check import close, exact, exercise  # noqa: E402
-from .repro import seed_everything  # noqa: E402
+from .core.check import close, exact, exercise  # noqa: E402
+from .core.repro import seed_everything  # noqa: E402
 
 __all__ = ["close", "exact", "exercise", "seed_everything", "setup_notebook", "__version__"]
 

@@ -1,4 +1,4 @@
-"""labkit.attention against PyTorch and transformers, with awkward shapes and every bad input."""
+"""labkit.blocks attention (masks, SDPA, GQA, RoPE, flash) against PyTorch and transformers, with awkward shapes and every bad input."""
 import math
 
 import pytest
@@ -7,20 +7,19 @@ import torch.nn.functional as F
 from transformers import LlamaConfig
 from transformers.models.llama import modeling_llama as hf
 
-from labkit.attention import (
+from labkit.blocks import (
     GroupedQueryAttention,
     KVCache,
     apply_rope,
     attention_weights,
     causal_mask,
     flash_attention,
-    kv_cache_bytes,
     padding_mask,
-    peak_tensor_bytes,
     prefix_lm_mask,
     repeat_kv,
-    scaled_dot_product_attention as sdpa,
 )
+from labkit.blocks import scaled_dot_product_attention as sdpa
+from labkit.memory import kv_cache_bytes, peak_tensor_bytes
 
 SEEDS = [0, 1, 2]
 # (batch, heads): single row and head, the default, and odd sizes that broadcast differently

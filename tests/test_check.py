@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import check, repro
+from labkit.core import check, repro
 
 
 def test_close_prints_one_line_and_returns_max_diff(capsys):

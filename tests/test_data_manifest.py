@@ -1,5 +1,5 @@
-from labkit.manifest import compute_manifest, verify_manifest
-from labkit.paths import DATA
+from labkit.core.manifest import compute_manifest, verify_manifest
+from labkit.core.paths import DATA
 
 
 def test_manifest_matches_files():

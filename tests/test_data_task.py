@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from labkit import data as D
+from labkit.datasets import task as D
 
 
 def test_shipped_files_are_what_the_generator_writes(tmp_path):

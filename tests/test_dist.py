@@ -1,6 +1,5 @@
-"""labkit.dist in one process: the ZeRO memory model, ring all-reduce, pipeline schedules, 3D layout,
+"""labkit.parallel in one process: the ZeRO memory model, ring all-reduce, pipeline schedules, 3D layout,
 and every bad-input path (including a demo started without torchrun)."""
-import math
 import os
 import subprocess
 import sys
@@ -8,9 +7,19 @@ import sys
 import pytest
 import torch
 
-import labkit.dist as D
-from labkit.dist import pipeline, runtime, tp, zero
-from labkit.dist import collectives_demo, ddp_demo, fsdp_demo, pp_demo, tp_demo, zero_demo
+import labkit.parallel as D
+from labkit.parallel import (
+    collectives_demo,
+    ddp_demo,
+    fsdp_demo,
+    pipeline,
+    pp_demo,
+    runtime,
+    tp,
+    tp_demo,
+    zero,
+    zero_demo,
+)
 
 
 # ------------------------------------------------------------------------------- ZeRO memory model
@@ -246,12 +255,12 @@ def test_demo_without_torchrun_says_how_to_launch(mod, monkeypatch, capsys):
         mod.main([])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "torch.distributed.run" in err and f"labkit.dist.{mod.__name__.rsplit('.', 1)[1]}" in err
+    assert "torch.distributed.run" in err and f"labkit.parallel.{mod.__name__.rsplit('.', 1)[1]}" in err
 
 
 def test_demo_without_torchrun_subprocess():
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
-    p = subprocess.run([sys.executable, "-m", "labkit.dist.ddp_demo"], env=env, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "labkit.parallel.ddp_demo"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2 and "--nproc_per_node 2" in p.stderr
 

@@ -1,8 +1,8 @@
-"""Each labkit.dist demo on real processes under torchrun (gloo on CPU): the equalities it claims
+"""Each labkit.parallel demo on real processes under torchrun (gloo on CPU): the equalities it claims
 are checked in the demo on every rank; here we check the exit code and the JSON it wrote."""
 import pytest
 
-import labkit.dist as D
+import labkit.parallel as D
 
 
 def run(demo, nproc, *args):

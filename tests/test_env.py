@@ -7,8 +7,8 @@ from importlib import metadata
 
 import yaml
 
-from labkit.doctor import pinned_requirements
-from labkit.paths import ROOT
+from labkit.core.paths import ROOT
+from labkit.course.doctor import pinned_requirements
 
 
 def _pyproject_reqs():
@@ -67,7 +67,7 @@ NUMERICS_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN
 
 def test_numerics_env_is_the_same_for_make_nbval_and_execute():
     """Stored outputs only reproduce if every runner pins the same CPU code paths."""
-    from labkit.notebooks import NOTEBOOK_ENV
+    from labkit.course.notebooks import NOTEBOOK_ENV
 
     makefile = (ROOT / "Makefile").read_text()
     conftest = (ROOT / "tests" / "conftest.py").read_text()

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from labkit.ffn import FeedForward, GeGLU, SwiGLU, gelu, glu, llama_hidden_dim, silu, swish
+from labkit.blocks import FeedForward, GeGLU, SwiGLU, gelu, glu, llama_hidden_dim, silu, swish
 
 X = torch.linspace(-6, 6, 2001)
 

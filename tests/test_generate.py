@@ -11,8 +11,10 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from labkit.check import close, exact
-from labkit.generate import (
+from labkit.core.check import close, exact
+from labkit.model import (
+    Llama,
+    LlamaConfig,
     apply_repetition_penalty,
     apply_temperature,
     ban_repeated_ngrams,
@@ -22,10 +24,10 @@ from labkit.generate import (
     no_repeat_ngram_mask,
     seq_rep_n,
     sequence_logprob,
+    to_hf,
     top_k_filter,
     top_p_filter,
 )
-from labkit.model import Llama, LlamaConfig, to_hf
 
 
 def _logits(seed: int, B: int = 3, V: int = 37, ties: bool = False) -> torch.Tensor:

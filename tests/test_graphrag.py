@@ -5,8 +5,9 @@ import json
 import networkx as nx
 import pytest
 
-from labkit import graphrag as gr
-from labkit import rag, world
+from labkit import retrieval as rag
+from labkit.datasets import world
+from labkit.retrieval import graphrag as gr
 
 
 @pytest.fixture(scope="module")

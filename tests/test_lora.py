@@ -3,15 +3,14 @@ import copy
 import math
 import warnings
 
+import peft
 import pytest
 import torch
+import transformers
 from torch import nn
 
-from labkit import lora as L
-from labkit.check import close
-
-transformers = pytest.importorskip("transformers")
-peft = pytest.importorskip("peft")
+from labkit.core.check import close
+from labkit.finetune import lora as L
 
 
 def tiny_hf(seed=0, layers=2):
@@ -310,7 +309,7 @@ def test_param_count_formula_equals_a_real_model(targets, r):
 
 
 def test_param_count_with_labkit_config():
-    model_mod = pytest.importorskip("labkit.model")
+    import labkit.model as model_mod
     cfg = model_mod.LlamaConfig(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, hidden_dim=11008)
     assert L.lora_param_count(cfg, L.LLAMA_TARGETS, 8) == 19_988_480
 
@@ -318,7 +317,7 @@ def test_param_count_with_labkit_config():
 # --------------------------------------------------------------------------------------------- QLoRA
 @pytest.mark.parametrize("seed, d_in, d_out, bias", [(0, 64, 32, True), (1, 37, 23, False), (2, 130, 7, True)])
 def test_qlora_layer(seed, d_in, d_out, bias):
-    quant = pytest.importorskip("labkit.quant")
+    import labkit.quant as quant
     torch.manual_seed(seed)
     base = nn.Linear(d_in, d_out, bias=bias)
     q = L.QLoRALinear(base, r=3, alpha=6, block_size=64)
@@ -352,7 +351,6 @@ def test_qlora_layer(seed, d_in, d_out, bias):
 
 
 def test_qlora_saves_codes_not_the_dequantized_weight():
-    pytest.importorskip("labkit.quant")
     torch.manual_seed(0)
     d = 256
     x = torch.randn(2, d, requires_grad=True)
@@ -375,7 +373,6 @@ def test_qlora_saves_codes_not_the_dequantized_weight():
 
 
 def test_add_lora_qlora_on_a_model():
-    pytest.importorskip("labkit.quant")
     base = tiny_hf(12)
     model = copy.deepcopy(base)
     L.add_lora(model, ["q_proj", "v_proj", "down_proj"], r=4, alpha=8, qlora=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import transformers
 
-from labkit.attention import kv_cache_bytes
-from labkit.check import close, exact
+from labkit.core.check import close, exact
+from labkit.memory import kv_cache_bytes
 from labkit.model import (
     PRETRAINED_DIR,
     Llama,

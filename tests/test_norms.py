@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from labkit.norms import DeepNormResidual, LayerNorm, RMSNorm, deepnorm_constants, deepnorm_init_
+from labkit.blocks import DeepNormResidual, LayerNorm, RMSNorm, deepnorm_constants, deepnorm_init_
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import numerics as N
+from labkit.core import numerics as N
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import peft as P
-from labkit import sft
-from labkit.attention import KVCache
-from labkit.lora import count_trainable
+from labkit.blocks import KVCache
+from labkit.finetune import peft as P
+from labkit.finetune import sft
+from labkit.finetune.lora import count_trainable
 from labkit.model import Llama, LlamaConfig, to_hf
 
 CFG = dict(vocab_size=97, dim=48, n_layers=3, n_heads=4, n_kv_heads=2, hidden_dim=80)
@@ -309,7 +309,7 @@ def test_zero_prefix_is_not_identity_it_rescales_attention():
     with_prefix = attn(x, is_causal=True, kv_cache=c)
     assert not torch.allclose(with_prefix, base, atol=1e-4)
     # rebuild by hand: per head, output = base_head * S / (S + P)
-    from labkit.attention import apply_rope, repeat_kv
+    from labkit.blocks import apply_rope, repeat_kv
 
     B, T = 1, 5
     q = apply_rope(attn.q_proj(x).view(B, T, 4, hd).transpose(1, 2), torch.arange(Pn, Pn + T))
@@ -355,7 +355,7 @@ def test_prompt_methods_train_through_train_sft():
 
 
 def test_task_loss_is_token_weighted_answer_nll():
-    from labkit import data as task_data
+    from labkit.datasets import task as task_data
     from labkit.model import load_pretrained
 
     tok = load_pretrained()[1]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score
 
-from labkit import rag, world
+from labkit import retrieval as rag
+from labkit.datasets import world
 
 TEXT = ("# Title\n\nFirst paragraph. It has two sentences! Does it?\n\n## Part\n\n"
         "中文句子一。中文句子二！第三句？Mixed text here.\n\nLast line without a stop")
@@ -282,7 +283,7 @@ def test_extractive_reader():
 def test_prompt_template_and_double_brace_pitfall():
     prompt = rag.build_prompt("Who founded Greern Foundry?", PASSAGES[:1])
     assert "[1] # Greern Foundry" in prompt and "Who founded" in prompt
-    assert "{{context}}".format(context="X") == "{context}"  # the notes' template never injects context
+    assert "{{context}}".format() == "{context}"  # the notes' template never injects context
     with pytest.raises(ValueError, match="context"):
         rag.build_prompt("q?", PASSAGES, template="Known: {{context}} Q: {question}")
     for empty in ("", "   \n"):

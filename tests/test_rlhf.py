@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labkit import rlhf
+from labkit import align as rlhf
+from labkit.model import sequence_logprobs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,9 +73,9 @@ def test_sequence_logprobs_match_cross_entropy(seed):
         ce = F.cross_entropy(logits[b, :-1][keep], labels[b, 1:][keep], reduction="none")
         ref_sum.append(-ce.sum())
         ref_mean.append(-ce.mean())
-    ours = rlhf.sequence_logprobs(logits, labels, mask)
+    ours = sequence_logprobs(logits, labels, mask)
     torch.testing.assert_close(ours, torch.stack(ref_sum), atol=1e-5, rtol=0)
-    ours_mean = rlhf.sequence_logprobs(logits, labels, mask, average=True)
+    ours_mean = sequence_logprobs(logits, labels, mask, average=True)
     torch.testing.assert_close(ours_mean, torch.stack(ref_mean), atol=1e-5, rtol=0)
 
 
@@ -86,7 +87,7 @@ def test_sequence_logprobs_match_transformers_loss(lm):
     labels[:, :6] = -100                     # a prompt of 6 tokens
     with torch.no_grad():
         hf_loss = lm.hf(input_ids=ids, labels=labels).loss
-        ours = rlhf.sequence_logprobs(lm(ids), labels, None, average=True)
+        ours = sequence_logprobs(lm(ids), labels, None, average=True)
     torch.testing.assert_close(-ours[0], hf_loss, atol=1e-5, rtol=0)
 
 
@@ -95,7 +96,7 @@ def test_sequence_logprobs_shift_matters():
     g = torch.Generator().manual_seed(4)
     logits = torch.randn(2, 9, 11, generator=g)
     labels = torch.randint(11, (2, 9), generator=g)
-    right = rlhf.sequence_logprobs(logits, labels)
+    right = sequence_logprobs(logits, labels)
     wrong = torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)[:, 1:].sum(-1)
     assert (right - wrong).abs().min() > 1e-3
 
@@ -106,15 +107,15 @@ def test_sequence_logprobs_bad_input():
     mask = torch.zeros(2, 5, dtype=torch.bool)
     mask[0, 2:] = True
     with pytest.raises(ValueError, match="mask"):
-        rlhf.sequence_logprobs(logits, labels, mask)       # row 1 is empty
+        sequence_logprobs(logits, labels, mask)       # row 1 is empty
     only_first = torch.zeros(2, 5, dtype=torch.bool)
     only_first[:, 0] = True
     with pytest.raises(ValueError, match="mask"):
-        rlhf.sequence_logprobs(logits, labels, only_first)  # position 0 is never predicted
+        sequence_logprobs(logits, labels, only_first)  # position 0 is never predicted
     with pytest.raises(ValueError, match="labels"):
-        rlhf.sequence_logprobs(logits, labels[:, :4])
+        sequence_logprobs(logits, labels[:, :4])
     with pytest.raises(TypeError, match="logits"):
-        rlhf.sequence_logprobs(logits.tolist(), labels)
+        sequence_logprobs(logits.tolist(), labels)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,7 +423,7 @@ def test_sample_responses_and_response_stats():
     st = rlhf.response_stats(m, m, a, prompt_len=3)
     assert float(st["kl_exact"].abs().max()) < 1e-6 and float(st["kl_k1"].abs().max()) < 1e-6
     with torch.no_grad():
-        lp = rlhf.sequence_logprobs(m(a), a, torch.arange(7).expand(5, 7) >= 3)
+        lp = sequence_logprobs(m(a), a, torch.arange(7).expand(5, 7) >= 3)
     torch.testing.assert_close(st["logp"], lp)
     with pytest.raises(ValueError, match="n_new"):
         rlhf.sample_responses(m, prompts, 0)
@@ -432,7 +433,7 @@ def test_dpo_under_no_grad_cannot_train(lm):
     """The notes' bug: computing the policy log-probs under no_grad leaves nothing to train."""
     ids = torch.randint(37, (2, 6), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        lp = rlhf.sequence_logprobs(lm(ids), ids)
+        lp = sequence_logprobs(lm(ids), ids)
     loss, _, _ = rlhf.dpo_loss(lp[:1], lp[1:], lp[:1], lp[1:])
     assert not loss.requires_grad
 
@@ -441,7 +442,7 @@ def test_dpo_under_no_grad_cannot_train(lm):
 # the chapter 14–15 experiment: ground-truth reward and the shipped pairs
 # ----------------------------------------------------------------------------------------------
 def test_lexicon_score():
-    from labkit import rlhf_experiment as rx
+    from labkit.experiments import preferences as rx
 
     assert rx.lexicon_score("O sweet love, my gentle friend!") == 4
     assert rx.lexicon_score("GOOD night, good-night") == 2        # case-insensitive; hyphens split words
@@ -452,7 +453,7 @@ def test_lexicon_score():
 
 
 def test_shipped_pairs_are_consistent():
-    from labkit import rlhf_experiment as rx
+    from labkit.experiments import preferences as rx
     from labkit.tokenizer import load_shakespeare_tokenizer
 
     tok = load_shakespeare_tokenizer()
@@ -474,7 +475,7 @@ def test_shipped_pairs_are_consistent():
 
 
 def test_make_prompts_deterministic_and_bad_input():
-    from labkit import rlhf_experiment as rx
+    from labkit.experiments import preferences as rx
     from labkit.tokenizer import load_shakespeare_tokenizer
 
     tok = load_shakespeare_tokenizer()
@@ -490,7 +491,7 @@ def test_shipped_frontier_points_reproduce():
     (β = 1.0 for one epoch, KL coefficient 0.5 for 10 iterations) gives the shipped points."""
     import json
 
-    from labkit import rlhf_experiment as rx
+    from labkit.experiments import preferences as rx
 
     shipped = json.loads(rx.FRONTIER_PATH.read_text())
     n_threads = torch.get_num_threads()

@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import data as D
-from labkit import sft
-from labkit.check import close
-
-model_mod = pytest.importorskip("labkit.model")
-tokmod = pytest.importorskip("labkit.tokenizer")
+import labkit.model as model_mod
+import labkit.tokenizer as tokmod
+from labkit.core.check import close
+from labkit.datasets import task as D
+from labkit.finetune import sft
 
 
 @pytest.fixture(autouse=True)
@@ -315,7 +314,7 @@ def test_generate_stops_at_end_and_scores(tok):
 
 
 def test_training_memory_accounts_for_trainable_state(tok):
-    lora = pytest.importorskip("labkit.lora")
+    from labkit.finetune import lora
     exs = [sft.encode_example(r, tok) for r in D.load_task("train")[:12]]
     p = sft.pack(exs, 64, "ffd")
     batch = {k: getattr(p, k)[:2] for k in ("input_ids", "labels", "position_ids", "doc_ids")}

@@ -1,14 +1,13 @@
 """`python -m labkit student`: learner copies stub the solutions, keep the checks, and the checks work."""
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from labkit.notebooks import NOTEBOOK_ENV, stub_solution, student_copy
-from labkit.paths import NOTEBOOKS
+from labkit.core.paths import NOTEBOOKS
+from labkit.course.notebooks import NOTEBOOK_ENV, stub_solution, student_copy
 
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -100,8 +99,8 @@ def test_student_cli_rejects_missing_source(tmp_path):
 
 def test_every_notebook_opens_in_the_course_kernel():
     """No "select a kernel" prompt in JupyterLab: each notebook names the python3 kernel."""
-    from labkit.notebooks import KERNEL_METADATA
-    from labkit.paths import NOTEBOOKS
+    from labkit.core.paths import NOTEBOOKS
+    from labkit.course.notebooks import KERNEL_METADATA
 
     for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(p, as_version=4)

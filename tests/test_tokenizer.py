@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from labkit import corpus
+from labkit.datasets import shakespeare as corpus
 from labkit.tokenizer import (
     COURSE_SPECIAL_TOKENS,
     GPT4_SPLIT_PATTERN,

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit.check import close
+from labkit.core.check import close
 from labkit.model import Llama, LlamaConfig
 from labkit.tokenizer import BPETokenizer
 from labkit.train import corpus_tokens, evaluate, get_batch, lr_at, train_lm, unigram_loss
@@ -118,7 +118,7 @@ def test_train_lm_bad_input() -> None:
 
 # --------------------------------------------------------------------------------------------- corpus
 def test_corpus_tokens_round_trip_and_cache() -> None:
-    from labkit.corpus import load_shakespeare
+    from labkit.datasets import load_shakespeare
 
     tok = BPETokenizer()                                           # bytes only: fast to encode
     val = corpus_tokens(tok, "val")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from labkit import world
+from labkit.datasets import world
 
 FILES = ("world.json", "corpus.jsonl", "questions.jsonl")
 

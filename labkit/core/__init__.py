@@ -1,0 +1,15 @@
+"""Layer 0, core: what every chapter uses. Checks (``check``), seeds (``repro``), paths to data/ (``paths``),
+atomic file writes and checked reads (``io``), stable softmax and losses (``numerics``, chapter 01), the data
+manifest (``manifest``).
+"""
+from __future__ import annotations
+
+from .check import MaxAbsDiff, close, exact, exercise  # noqa: F401
+from .io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json  # noqa: F401
+from .manifest import compute_manifest, read_manifest, sha256_file, verify_manifest, write_manifest  # noqa: F401
+from .numerics import cross_entropy, entropy, kl_divergence, log_softmax, logsumexp, naive_softmax, stable_softmax  # noqa: F401
+from .paths import DATA, NOTEBOOKS, ROOT, data_path  # noqa: F401
+from .repro import seed_everything  # noqa: F401
+from .validate import require_positive, require_same_shape, require_tensor, require_token_ids  # noqa: F401
+
+__all__ = ["close", "exact", "exercise", "MaxAbsDiff", "require_tensor", "require_same_shape", "require_positive", "require_token_ids", "seed_everything", "ROOT", "DATA", "NOTEBOOKS", "data_path", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "naive_softmax", "stable_softmax", "logsumexp", "log_softmax", "cross_entropy", "kl_divergence", "entropy", "sha256_file", "compute_manifest", "write_manifest", "read_manifest", "verify_manifest"]

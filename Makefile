@@ -27,12 +27,13 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
          --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup lab test unit nbval execute profile student data manifest doctor clean
+.PHONY: help setup lab test lint unit nbval execute profile student data manifest doctor clean
 
 help:
 	@echo "make lab      set up (first time) and open the course in JupyterLab"
 	@echo "make test     set up (first time) and run every test: unit tests + strict nbval on all notebooks"
 	@echo "make unit     unit tests only            make nbval    notebooks only"
+	@echo "make lint     check labkit's layers (import-linter contract in pyproject.toml)"
 	@echo "make execute  re-run notebooks in place in fresh kernels (NB=notebooks/03_attention.ipynb for one)"
 	@echo "make profile  run the whole course headless: wall time and peak memory per notebook"
 	@echo "make student  learner copies of every notebook in student/ (solutions stubbed)"
@@ -56,8 +57,12 @@ $(STAMP): pyproject.toml
 lab: setup
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(ALLOW_ROOT) --ServerApp.root_dir=$(CURDIR) notebooks/00_start_here.ipynb
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q --timeout=900 tests notebooks $(NBVAL)
+
+# labkit's architecture: the layers contract in pyproject.toml (no upward imports).
+lint: setup
+	$(VENV)/bin/lint-imports --no-cache
 
 unit: setup
 	$(PY) -m pytest -q --timeout=900 tests
@@ -82,7 +87,7 @@ manifest: setup
 
 data: setup
 	$(PY) -m labkit.datasets.shakespeare
-	$(PY) -m labkit.tokenizer
+	$(PY) -m labkit.experiments.tokenizer
 	$(PY) -m labkit.experiments.world --seed 0 --out data/world --embed
 	$(PY) -m labkit manifest
 

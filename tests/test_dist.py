@@ -15,7 +15,7 @@ from labkit.parallel import (
     pipeline,
     pp_demo,
     runtime,
-    tp,
+    tensor,
     tp_demo,
     zero,
     zero_demo,
@@ -200,9 +200,9 @@ def test_per_rank_batch():
 
 
 def test_tp_split_dim():
-    assert tp.split_dim(40, 2, "d_ff") == 20
+    assert tensor.split_dim(40, 2, "d_ff") == 20
     with pytest.raises(ValueError, match=r"d_ff \(33\) must be divisible"):
-        tp.split_dim(33, 2, "d_ff")
+        tensor.split_dim(33, 2, "d_ff")
 
 
 def test_pipeline_splits():

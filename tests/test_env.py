@@ -67,7 +67,7 @@ NUMERICS_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN
 
 def test_numerics_env_is_the_same_for_make_nbval_and_execute():
     """Stored outputs only reproduce if every runner pins the same CPU code paths."""
-    from labkit.course.notebooks import NOTEBOOK_ENV
+    from labkit.course.execute import NOTEBOOK_ENV
 
     makefile = (ROOT / "Makefile").read_text()
     conftest = (ROOT / "tests" / "conftest.py").read_text()

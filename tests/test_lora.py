@@ -10,6 +10,7 @@ import transformers
 from torch import nn
 
 from labkit.core.check import close
+from labkit.experiments import finetune_task as FT
 from labkit.finetune import lora as L
 
 
@@ -391,14 +392,14 @@ def test_add_lora_qlora_on_a_model():
 def test_prepare_variant():
     model = tiny_hf(13)
     n_total = sum(p.numel() for p in model.parameters())
-    L.prepare_variant(model, "full")
+    FT.prepare_variant(model, "full")
     assert L.count_trainable(model) == (n_total, n_total)
     m2 = tiny_hf(13)
-    L.prepare_variant(m2, "lora", 4)
+    FT.prepare_variant(m2, "lora", 4)
     assert L.count_trainable(m2)[0] == L.lora_param_count(m2.config, L.LLAMA_TARGETS, 4)
     assert next(iter(L.lora_layers(m2).values())).alpha == 8.0
     with pytest.raises(ValueError, match="method"):
-        L.prepare_variant(tiny_hf(13), "bitfit")
+        FT.prepare_variant(tiny_hf(13), "bitfit")
     with pytest.raises(ValueError, match="rank"):
-        L.prepare_variant(tiny_hf(13), "lora")
-    assert L.variant_name("full", None) == "full" and L.variant_name("qlora", 8) == "qlora_r8"
+        FT.prepare_variant(tiny_hf(13), "lora")
+    assert FT.variant_name("full", None) == "full" and FT.variant_name("qlora", 8) == "qlora_r8"

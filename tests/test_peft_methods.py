@@ -1,4 +1,4 @@
-"""labkit.peft: adapters, BitFit, prompt tuning, prefix tuning / P-tuning v2 (chapter 12).
+"""labkit.peft: adapters, BitFit, prompt tuning, prefix tuning / P-tuning v2 (chapter 14).
 
 References: ``peft.PromptTuningConfig`` / ``peft.PrefixTuningConfig`` on the same weights (via
 ``labkit.model.to_hf``), an explicitly pre-filled KV cache, hand-written block formulas, per-document runs.
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit.blocks import KVCache
+from labkit.experiments import peft_compare as PC
 from labkit.finetune import peft as P
 from labkit.finetune import sft
 from labkit.finetune.lora import count_trainable
@@ -334,7 +335,7 @@ def test_prefix_bad_input():
     with pytest.raises(ValueError, match="already wrapped"):
         P.PromptTuning(P.PrefixTuning(make(), 2), 2)
     with pytest.raises(ValueError, match="unknown method"):
-        P.prepare_method(make(), "ia3")
+        PC.prepare_method(make(), "ia3")
 
 
 def test_prompt_methods_train_through_train_sft():
@@ -370,7 +371,7 @@ def test_task_loss_is_token_weighted_answer_nll():
         lab = torch.tensor(e["labels"][1:])
         total += float(F.cross_entropy(logits[0, :-1], lab, ignore_index=-100, reduction="sum"))
         count += int((lab != -100).sum())
-    assert abs(P.task_loss(m, tok, recs) - total / count) < 1e-5
+    assert abs(PC.task_loss(m, tok, recs) - total / count) < 1e-5
     # a prompt-method forward goes through its packed_forward
     w = P.PromptTuning(m, 2)
-    assert abs(P.task_loss(w, tok, recs, lambda mdl, b: mdl.packed_forward(b)) - P.task_loss(m, tok, recs)) > 1e-4
+    assert abs(PC.task_loss(w, tok, recs, lambda mdl, b: mdl.packed_forward(b)) - PC.task_loss(m, tok, recs)) > 1e-4

@@ -9,6 +9,8 @@ from torch import nn
 from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
 
 from labkit import quant as Q
+from labkit.quant.floats import _TORCH_DTYPES, _struct_fp32_bits
+from labkit.quant.int8 import _ungroup_scale
 
 # bitsandbytes/functional.py get_4bit_type("nf4"): the oracle (bitsandbytes itself is not installed)
 BNB_NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -39,7 +41,7 @@ def test_absmax_error_bound_and_scale(seed, bits, gran):
     qmax = 2 ** (bits - 1) - 1
     assert q.shape == x.shape and int(q.abs().max()) <= qmax
     xh = Q.absmax_dequantize(q, s)
-    s_full = Q._ungroup_scale(s, q).expand_as(x)
+    s_full = _ungroup_scale(s, q).expand_as(x)
     assert bool(((xh - x).abs() <= s_full / 2 + 1e-6).all())
     # the scale is max|x| / qmax on each slice: recompute it independently
     if "group_size" in gran:
@@ -94,7 +96,7 @@ def test_zeropoint_error_bound(seed, bits, shift):
     for kw in ({}, {"dim": 0}, {"group_size": 17}):
         q, s, z = Q.zeropoint_quantize(x, bits=bits, **kw)
         xh = Q.zeropoint_dequantize(q, s, z)
-        s_full = Q._ungroup_scale(s, q).expand_as(x)
+        s_full = _ungroup_scale(s, q).expand_as(x)
         assert bool(((xh - x).abs() <= s_full / 2 + 1e-6).all())
         assert int(z.min()) >= -(2 ** (bits - 1)) and int(z.max()) <= 2 ** (bits - 1) - 1
 
@@ -355,20 +357,20 @@ def test_fp8_decoded_from_scratch_equals_torch(fmt, dtype, n_finite, vmax):
 @pytest.mark.parametrize("fmt", ["fp32", "fp16", "bf16", "e4m3", "e5m2"])
 def test_float_format_constants_match_finfo(fmt):
     f = Q.float_format(fmt)
-    fi = torch.finfo(Q._TORCH_DTYPES[fmt])
+    fi = torch.finfo(_TORCH_DTYPES[fmt])
     assert f.max == fi.max and f.min_normal == fi.tiny and f.eps == fi.eps
 
 
 @pytest.mark.parametrize("x", [0.1, -2.5, 1.0, 65504.0, 3.0e-8, -0.0])
 def test_float_bits(x):
     s, e, m = Q.float_bits(x, "fp32")
-    assert s + e + m == Q._struct_fp32_bits(x) == format(struct.unpack(">I", struct.pack(">f", x))[0], "032b")
+    assert s + e + m == _struct_fp32_bits(x) == format(struct.unpack(">I", struct.pack(">f", x))[0], "032b")
     for fmt in ("fp16", "bf16", "fp32"):
         s, e, m = Q.float_bits(x, fmt)
         f = Q.float_format(fmt)
         assert (len(e), len(m)) == (f.exp_bits, f.man_bits)
         decoded = Q.decode_bits(int(s + e + m, 2), fmt)
-        rounded = float(torch.tensor(x).to(Q._TORCH_DTYPES[fmt]).float())
+        rounded = float(torch.tensor(x).to(_TORCH_DTYPES[fmt]).float())
         assert decoded == rounded or (math.isinf(decoded) and math.isinf(rounded))
 
 

@@ -1,4 +1,4 @@
-"""Chapter 14–15: reward model, GAE, PPO, KL estimators and DPO, each against an independent reference."""
+"""Chapter 15–16: reward model, GAE, PPO, KL estimators and DPO, each against an independent reference."""
 from __future__ import annotations
 
 import math
@@ -439,7 +439,7 @@ def test_dpo_under_no_grad_cannot_train(lm):
 
 
 # ----------------------------------------------------------------------------------------------
-# the chapter 14–15 experiment: ground-truth reward and the shipped pairs
+# the chapter 15–16 experiment: ground-truth reward and the shipped pairs
 # ----------------------------------------------------------------------------------------------
 def test_lexicon_score():
     from labkit.experiments import preferences as rx
@@ -488,8 +488,15 @@ def test_make_prompts_deterministic_and_bad_input():
 
 def test_shipped_frontier_points_reproduce():
     """data/preferences/frontier.json is a real result: rerunning its cheapest DPO and PPO settings here
-    (β = 1.0 for one epoch, KL coefficient 0.5 for 10 iterations) gives the shipped points."""
+    (β = 1.0 for one epoch, KL coefficient 0.5 for 10 iterations) gives the shipped points.
+
+    DPO reproduces to 1e-4 on every CPU tried. The reward model and PPO do not reproduce bit for bit across
+    CPU vendors even with the pinned code paths (an Intel AVX-512 machine scores 127 of 130 held-out pairs where
+    the AMD machine that wrote the file scored 128, and PPO's sampled rollouts then diverge), so those are
+    checked to within one held-out pair and four standard errors of the two measurements: a fabricated or
+    broken point fails, a CPU's rounding does not."""
     import json
+    import math
 
     from labkit.experiments import preferences as rx
 
@@ -501,9 +508,12 @@ def test_shipped_frontier_points_reproduce():
     finally:
         torch.set_num_threads(n_threads)
     assert res["reference"] == shipped["reference"]
-    assert res["reward_model_heldout_accuracy"] == pytest.approx(shipped["reward_model_heldout_accuracy"], abs=1e-6)
-    for method, key, value, step in (("dpo", "beta", 1.0, ("epoch", 1)), ("ppo", "kl_coef", 0.5, ("iteration", 10))):
-        want = next(p for p in shipped[method] if p[key] == value and p[step[0]] == step[1])
-        got = res[method][0]
-        for k in ("reward", "kl", "reward_se", "kl_se"):
-            assert got[k] == pytest.approx(want[k], abs=1e-4), (method, k, got[k], want[k])
+    assert res["reward_model_heldout_accuracy"] == pytest.approx(shipped["reward_model_heldout_accuracy"],
+                                                                 abs=1 / 130 + 1e-6)
+    want = next(p for p in shipped["dpo"] if p["beta"] == 1.0 and p["epoch"] == 1)
+    for k in ("reward", "kl", "reward_se", "kl_se"):
+        assert res["dpo"][0][k] == pytest.approx(want[k], abs=1e-4), ("dpo", k, res["dpo"][0][k], want[k])
+    want, got = next(p for p in shipped["ppo"] if p["kl_coef"] == 0.5 and p["iteration"] == 10), res["ppo"][0]
+    for k in ("reward", "kl"):
+        se = math.hypot(got[f"{k}_se"], want[f"{k}_se"])
+        assert abs(got[k] - want[k]) <= 4 * se, ("ppo", k, got[k], want[k], se)

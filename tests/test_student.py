@@ -7,7 +7,8 @@ import pytest
 from nbclient import NotebookClient
 
 from labkit.core.paths import NOTEBOOKS
-from labkit.course.notebooks import NOTEBOOK_ENV, stub_solution, student_copy
+from labkit.course.execute import NOTEBOOK_ENV
+from labkit.course.student import stub_solution, student_copy
 
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -100,14 +101,14 @@ def test_student_cli_rejects_missing_source(tmp_path):
 def test_every_notebook_opens_in_the_course_kernel():
     """No "select a kernel" prompt in JupyterLab: each notebook names the python3 kernel."""
     from labkit.core.paths import NOTEBOOKS
-    from labkit.course.notebooks import KERNEL_METADATA
+    from labkit.course.execute import KERNEL_METADATA
 
     for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(p, as_version=4)
         assert nb.metadata.get("kernelspec") == KERNEL_METADATA["kernelspec"], p.name
 
 
-@pytest.mark.parametrize("name", ["03_attention", "05_normalization", "06_ffn_and_activations", "17_graphrag"])
+@pytest.mark.parametrize("name", ["03_attention", "05_normalization", "06_ffn_and_activations", "20_graphrag"])
 def test_whole_learner_copy_runs_and_reports_the_stubs(name, tmp_path, monkeypatch):
     """A learner runs the whole copy top to bottom: no cell may fail (a lesson cell must not need an
     exercise's solution), and every check cell reports its exercise as not implemented yet."""

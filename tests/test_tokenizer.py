@@ -340,7 +340,7 @@ def test_shipped_tokenizer(shakespeare_text):
     ids = tok.encode(val)
     assert tok.decode(ids) == val
     assert len(val.encode()) / len(ids) > 2.3  # measured 2.52 bytes/token on the held-out plays
-    # it is exactly what the training command produces (first merges; the full run is `python -m labkit.tokenizer`)
+    # it is exactly what the training command produces (first merges; the full run is `python -m labkit.experiments.tokenizer`)
     again = BPETokenizer.train(shakespeare_text, 1024)
     assert again.merges == tok.merges
 

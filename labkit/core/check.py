@@ -55,6 +55,9 @@ def close(
 ) -> float:
     """Check ``|actual - expected| <= atol + rtol * |expected|`` elementwise and print one line.
 
+    Long because the learner-facing messages (shape, dtype, NaN, tolerance) are spelled out one per branch,
+    in the order a learner meets them.
+
     Args:
         actual, expected: tensors, arrays or numbers of the same shape (no broadcasting:
             a shape mismatch is almost always a bug worth seeing).

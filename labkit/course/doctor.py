@@ -8,7 +8,9 @@ import tomllib
 from importlib import metadata
 from typing import Callable
 
+from labkit.core.manifest import verify_manifest
 from labkit.core.paths import ROOT
+from labkit.course.execute import NOTEBOOK_ENV
 
 __all__ = ["pinned_requirements", "run_doctor"]
 
@@ -85,8 +87,6 @@ def _check_numerics() -> str:
     """The pinned CPU code paths (Makefile) that make stored notebook outputs reproduce on any x86 CPU."""
     import torch
 
-    from labkit.course.notebooks import NOTEBOOK_ENV
-
     want = {k: NOTEBOOK_ENV[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
     off = [f"{k}={v}" for k, v in want.items() if os.environ.get(k) != v]
     if off:
@@ -97,8 +97,6 @@ def _check_numerics() -> str:
 
 
 def _check_data() -> str:
-    from labkit.core.manifest import verify_manifest
-
     problems = verify_manifest()
     if problems:
         raise RuntimeError("; ".join(problems[:3]))

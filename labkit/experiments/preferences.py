@@ -1,4 +1,4 @@
-"""The chapter 14–15 experiment: a CPU miniature of the DPO paper's controlled-generation study.
+"""The chapter 15–16 experiment: a CPU miniature of the DPO paper's controlled-generation study.
 
 * Policy and reference: the course's tiny LLaMA trained on Shakespeare (no SFT stage: the
   pretrained, in-domain model plays the role of the SFT model and of π_ref).
@@ -30,6 +30,8 @@ import torch.nn as nn
 from labkit import align as rlhf
 from labkit.core.io import atomic_write_json
 from labkit.core.paths import DATA
+from labkit.datasets import load_shakespeare
+from labkit.model import load_pretrained
 
 __all__ = ["PROMPT_LEN", "RESPONSE_LEN", "POSITIVE", "lexicon_score", "score_sequences",
            "make_prompts", "make_pairs", "load_pairs", "evaluate_policy", "train_reward_model_on_pairs",
@@ -115,8 +117,6 @@ def make_pairs(model: nn.Module, tokenizer: Any, prompts: torch.Tensor, k: int =
 
 def _build_pair_file(model: nn.Module, tokenizer: Any, n_train_prompts: int = 1000, n_test_prompts: int = 300,
                      n_eval_prompts: int = 128, seed: int = 0) -> dict[str, Any]:
-    from labkit.datasets.shakespeare import load_shakespeare
-
     prompts = make_prompts(tokenizer, load_shakespeare("train"), n_train_prompts + n_test_prompts + n_eval_prompts,
                            seed=seed)
     splits = {"train": prompts[:n_train_prompts],
@@ -252,8 +252,6 @@ def run_frontier(betas: Sequence[float] = (0.05, 0.1, 0.3, 1.0), kl_coefs: Seque
 
     Returns a JSON-able dict: the reference's point and one list of points per method.
     """
-    from labkit.model.llama import load_pretrained
-
     base, tok = (model_loader or load_pretrained)()
     pairs = load_pairs(pairs_path, tokenizer=tok)
     ev = pairs["eval_prompts"]
@@ -303,11 +301,10 @@ def run_frontier(betas: Sequence[float] = (0.05, 0.1, 0.3, 1.0), kl_coefs: Seque
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m labkit.experiments.preferences {pairs|frontier}``: regenerate one shipped data file."""
     argv = list(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)
     if argv[:1] == ["pairs"]:
-        from labkit.model.llama import load_pretrained
-
         model, tok = load_pretrained()
         d = _build_pair_file(model, tok)
         atomic_write_json(PAIRS_PATH, d, ensure_ascii=False)

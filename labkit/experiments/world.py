@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from labkit.core.io import atomic_path
-from labkit.datasets.world.articles import WORLD_DIR, generate, load_corpus, load_questions, sentences
+from labkit.datasets.world.io import WORLD_DIR, generate, load_corpus, load_questions, sentences
+from labkit.retrieval.dense import load_encoder
 
 __all__ = ["embed", "main"]
 
@@ -17,10 +20,6 @@ __all__ = ["embed", "main"]
 def embed(out: str | Path = WORLD_DIR) -> dict[str, Path]:
     """Cache MiniLM embeddings (float32, L2-normalised) of every passage, every question and every sentence, each sentence
     prefixed with its article title ("Kerec Ellvale: He joined ...") so pronoun sentences keep their subject."""
-    import numpy as np
-
-    from labkit.retrieval.rag import load_encoder
-
     out = Path(out)
     corpus = load_corpus(out)
     enc = load_encoder()

@@ -1,5 +1,5 @@
-"""Memory accounting (显存估算), measured activation memory, gradient checkpointing and accumulation,
-and a dynamic loss scaler: the tools behind chapter 10.
+"""Memory accounting by formula (显存估算, chapter 11): model-state bytes per training / fine-tuning recipe,
+activation estimates and the KV-cache size.
 
 Model states per parameter (bytes), the ZeRO paper's convention:
 
@@ -13,20 +13,18 @@ recipe             weights  grads  optimizer (m, v)   master  total
 =================  =======  =====  =================  ======  =====
 
 Activations come on top of that and depend on batch and sequence length: measure them with
-:class:`SavedTensorLog` / :func:`saved_activation_bytes` rather than trusting a formula.
+:class:`labkit.memory.SavedTensorLog` / :func:`labkit.memory.saved_activation_bytes` (:mod:`labkit.memory.measure`)
+rather than trusting a formula. The techniques that trade memory for compute are in
+:mod:`labkit.memory.checkpointing`, :mod:`labkit.memory.accumulation` and :mod:`labkit.memory.mixed_precision`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-import torch
-from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
-
-__all__ = ["RECIPES", "MemoryBreakdown", "training_bytes", "finetune_bytes", "GB", "GiB", "notes_activation_bytes", "korthikanti_activation_bytes", "CheckpointedBlock", "checkpoint_blocks", "accumulate_gradients", "DynamicLossScaler", "kv_cache_bytes"]
-
+__all__ = ["RECIPES", "MemoryBreakdown", "training_bytes", "finetune_bytes", "GB", "GiB", "notes_activation_bytes",
+           "korthikanti_activation_bytes", "kv_cache_bytes"]
 GB = 1e9
 GiB = 2 ** 30
 
@@ -55,6 +53,7 @@ class MemoryBreakdown:
 
     @property
     def total(self) -> float:
+        """weights + grads + optimizer + master, in bytes."""
         return self.weights + self.grads + self.optimizer + self.master
 
     def as_dict(self, unit: float = GB, ndigits: int = 2) -> dict[str, Any]:
@@ -123,133 +122,7 @@ def korthikanti_activation_bytes(seq_len: int, batch: int, hidden: int, n_heads:
     return n_layers * seq_len * batch * hidden * (34 + 5 * n_heads * seq_len / hidden)
 
 
-# ------------------------------------------------------------------------------ measured activations
-
-
-# ------------------------------------------------------------------------------ checkpointing
-class CheckpointedBlock(nn.Module):
-    """Wraps a block so its forward runs under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)``:
-    only the block's inputs are saved; its internals are recomputed during backward."""
-
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if not torch.is_grad_enabled():
-            return self.block(*args, **kwargs)
-        return checkpoint(self.block, *args, use_reentrant=False, **kwargs)
-
-
-def checkpoint_blocks(blocks: nn.ModuleList, every: int = 1) -> int:
-    """Wrap every ``every``-th block of ``blocks`` in :class:`CheckpointedBlock`, in place. Returns how many.
-
-    Parameters stay the same objects, so optimizers and gradients are unaffected (state-dict keys gain
-    a ``.block`` segment)."""
-    if not isinstance(blocks, nn.ModuleList):
-        raise TypeError(f"`blocks` must be an nn.ModuleList (e.g. model.model.layers), got {type(blocks).__name__}")
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"`every` must be a positive int, got {every!r}")
-    n = 0
-    for i in range(0, len(blocks), every):
-        if not isinstance(blocks[i], CheckpointedBlock):
-            blocks[i] = CheckpointedBlock(blocks[i])
-            n += 1
-    return n
-
-
-# ------------------------------------------------------------------------------ gradient accumulation
-def accumulate_gradients(
-    model: nn.Module, loss_fn: Callable[[nn.Module, Any], Tensor], micro_batches: Sequence[Any],
-    weights: Sequence[float] | None = None,
-) -> dict[str, Tensor]:
-    """Zero the grads, then ``(w_i · loss_fn(model, mb_i)).backward()`` for each micro-batch; return the grads.
-
-    ``weights`` default to ``1/k`` (equal to one big batch when ``loss_fn`` is a mean over equally
-    sized micro-batches). For token-mean losses with different token counts use ``n_i / Σ n``.
-    """
-    k = len(micro_batches)
-    if k == 0:
-        raise ValueError("`micro_batches` is empty")
-    w = [1.0 / k] * k if weights is None else list(weights)
-    if len(w) != k:
-        raise ValueError(f"`weights` has {len(w)} entries for {k} micro-batches")
-    model.zero_grad(set_to_none=True)
-    for mb, wi in zip(micro_batches, w):
-        (loss_fn(model, mb) * wi).backward()
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-# ------------------------------------------------------------------------------ loss scaling
-@dataclass
-class DynamicLossScaler:
-    """Dynamic loss scaling for fp16 training, from scratch (same rules as ``torch.amp.GradScaler``).
-
-    Multiply the loss by ``scale`` before backward so small gradients do not underflow fp16; divide the
-    gradients by ``scale`` before the optimizer step. If any gradient is inf/NaN the step is **skipped**
-    and ``scale *= backoff_factor``; after ``growth_interval`` consecutive clean steps
-    ``scale *= growth_factor``.
-    """
-
-    init_scale: float = 2.0 ** 16
-    growth_factor: float = 2.0
-    backoff_factor: float = 0.5
-    growth_interval: int = 2000
-    scale: float = field(init=False)
-    good_steps: int = field(init=False, default=0)
-
-    def __post_init__(self) -> None:
-        if not self.init_scale > 0:
-            raise ValueError(f"`init_scale` must be > 0, got {self.init_scale}")
-        if not self.growth_factor > 1:
-            raise ValueError(f"`growth_factor` must be > 1, got {self.growth_factor}")
-        if not 0 < self.backoff_factor < 1:
-            raise ValueError(f"`backoff_factor` must be in (0, 1), got {self.backoff_factor}")
-        if isinstance(self.growth_interval, bool) or not isinstance(self.growth_interval, int) \
-                or self.growth_interval < 1:
-            raise ValueError(f"`growth_interval` must be a positive int, got {self.growth_interval!r}")
-        self.scale = float(self.init_scale)
-
-    def scale_loss(self, loss: Tensor) -> Tensor:
-        return loss * self.scale
-
-    def unscale_(self, params: Iterable[Tensor]) -> bool:
-        """Divide each ``p.grad`` by ``scale`` in place; return True if any gradient is inf or NaN."""
-        found_inf = False
-        for p in params:
-            if p.grad is not None:
-                p.grad.div_(self.scale)
-                found_inf |= not bool(torch.isfinite(p.grad).all())
-        return found_inf
-
-    def update(self, found_inf: bool) -> None:
-        """Back off on overflow, grow after ``growth_interval`` clean steps in a row."""
-        if found_inf:
-            self.scale *= self.backoff_factor
-            self.good_steps = 0
-        else:
-            self.good_steps += 1
-            if self.good_steps == self.growth_interval:
-                self.scale *= self.growth_factor
-                self.good_steps = 0
-
-    def step(self, optimizer: torch.optim.Optimizer, params: Iterable[Tensor]) -> bool:
-        """Unscale, step unless there was an overflow, update the scale. Returns whether it stepped."""
-        found_inf = self.unscale_(params)
-        if not found_inf:
-            optimizer.step()
-        self.update(found_inf)
-        return not found_inf
-
-    def run_trace(self, overflows: Iterable[bool]) -> list[tuple[float, bool]]:
-        """Feed a synthetic overflow trace; return ``(scale used at that step, stepped)`` per step."""
-        out = []
-        for ov in overflows:
-            out.append((self.scale, not ov))
-            self.update(bool(ov))
-        return out
-
-
+# ------------------------------------------------------------------------------ inference
 def kv_cache_bytes(
     n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, batch: int = 1, bytes_per_elem: int = 2
 ) -> int:

@@ -110,10 +110,12 @@ class SavedTensorLog:
 
     @property
     def total_bytes(self) -> int:
+        """Activation bytes: storages saved for backward, each counted once, excluded ones left out."""
         return self.bytes_where(lambda r: True)
 
     @property
     def n_tensors(self) -> int:
+        """Number of distinct, not excluded storages saved for backward."""
         return sum(1 for r in self.records if r.new and not r.excluded)
 
 

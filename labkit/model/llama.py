@@ -2,7 +2,8 @@
 
 The module tree has the same names as ``transformers``' Llama, so ``state_dict`` keys are identical
 (``model.layers.0.self_attn.q_proj.weight`` ...), LoRA target names like ``q_proj`` work, and
-converting to / from ``transformers`` is a plain state-dict copy.
+converting to / from ``transformers`` is a plain state-dict copy (:mod:`labkit.model.hf`). The config is in
+:mod:`labkit.model.config`, checkpoint folders in :mod:`labkit.model.checkpoint`.
 
     x = embed_tokens(ids)                                   (B, T, dim)
     for each layer:  x = x + attn(RMSNorm(x));  x = x + SwiGLU(RMSNorm(x))
@@ -10,161 +11,16 @@ converting to / from ``transformers`` is a plain state-dict copy.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from labkit.blocks.ffn import SwiGLU, llama_hidden_dim
+from labkit.blocks.ffn import SwiGLU
 from labkit.blocks.gqa import GroupedQueryAttention, KVCache
 from labkit.blocks.masks import build_attention_mask
 from labkit.blocks.norms import RMSNorm
-from labkit.core.io import atomic_write_bytes
-from labkit.core.paths import DATA
+from labkit.model.config import LlamaConfig
 
-__all__ = ["LlamaConfig", "count_parameters", "ModelCache", "LlamaDecoderLayer", "LlamaModel", "Llama", "to_hf", "from_hf", "save_checkpoint", "load_checkpoint", "load_pretrained", "PRETRAINED_DIR"]
-
-
-@dataclass
-class LlamaConfig:
-    """Hyper-parameters of :class:`Llama`. ``None`` fields are resolved in ``__post_init__``.
-
-    Args:
-        vocab_size: number of token ids V.
-        dim: model width d (``hidden_size`` in transformers).
-        n_layers: number of decoder blocks.
-        n_heads: query heads; head_dim = dim / n_heads (must be even for RoPE).
-        n_kv_heads: key/value heads for GQA (``None`` → n_heads = MHA; 1 = MQA).
-        hidden_dim: SwiGLU width (``None`` → int(8·dim/3) rounded up to ``multiple_of``).
-        multiple_of: rounding of the default hidden_dim.
-        norm_eps: RMSNorm epsilon.
-        rope_base: RoPE base θ (10000 in LLaMA 1/2).
-        max_seq_len: the context length the model is trained for (RoPE itself works beyond it, quality does not).
-        tie_embeddings: share the weight of ``embed_tokens`` and ``lm_head``.
-    """
-
-    vocab_size: int
-    dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int | None = None
-    hidden_dim: int | None = None
-    multiple_of: int = 64
-    norm_eps: float = 1e-6
-    rope_base: float = 10000.0
-    max_seq_len: int = 256
-    tie_embeddings: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "multiple_of", "max_seq_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.n_kv_heads is None:
-            self.n_kv_heads = self.n_heads
-        if isinstance(self.n_kv_heads, bool) or not isinstance(self.n_kv_heads, int) or self.n_kv_heads < 1:
-            raise ValueError(f"n_kv_heads must be a positive int or None, got {self.n_kv_heads!r}")
-        if self.dim % self.n_heads:
-            divisors = [h for h in range(1, self.dim + 1) if self.dim % h == 0 and h <= 64]
-            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads}); "
-                             f"pick n_heads from {divisors}")
-        if (self.dim // self.n_heads) % 2:
-            raise ValueError(f"head_dim = dim / n_heads = {self.dim // self.n_heads} must be even for RoPE; "
-                             "change dim or n_heads")
-        if self.n_heads % self.n_kv_heads:
-            opts = [h for h in range(1, self.n_heads + 1) if self.n_heads % h == 0]
-            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads}); "
-                             f"pick n_kv_heads from {opts}")
-        if self.hidden_dim is None:
-            self.hidden_dim = llama_hidden_dim(self.dim, self.multiple_of)
-        if isinstance(self.hidden_dim, bool) or not isinstance(self.hidden_dim, int) or self.hidden_dim < 1:
-            raise ValueError(f"hidden_dim must be a positive int or None, got {self.hidden_dim!r}")
-        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
-            raise ValueError(f"norm_eps must be a positive float, got {self.norm_eps!r}")
-        if not (isinstance(self.rope_base, (int, float)) and self.rope_base > 1):
-            raise ValueError(f"rope_base must be a float > 1, got {self.rope_base!r}")
-        self.norm_eps = float(self.norm_eps)
-        self.rope_base = float(self.rope_base)
-        self.tie_embeddings = bool(self.tie_embeddings)
-
-    @property
-    def head_dim(self) -> int:
-        """Per-head width ``dim // n_heads``."""
-        return self.dim // self.n_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a plain dict (``None`` fields already resolved)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LlamaConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (they usually mean a typo)."""
-        if not isinstance(d, dict):
-            raise TypeError(f"from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LlamaConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialize to JSON text; also write it to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "LlamaConfig":
-        """Read a config from JSON text or from a ``.json`` file path."""
-        s = str(text_or_path)
-        if not s.lstrip().startswith("{"):
-            s = Path(s).read_text(encoding="utf-8")
-        return cls.from_dict(json.loads(s))
-
-
-def _config_numbers(config: Any) -> dict[str, Any]:
-    """Read the sizes that determine the parameter count from a labkit or a transformers config."""
-    if isinstance(config, LlamaConfig):
-        return dict(V=config.vocab_size, d=config.dim, L=config.n_layers, h=config.n_heads,
-                    kv=config.n_kv_heads, hd=config.head_dim, f=config.hidden_dim,
-                    tied=config.tie_embeddings, attn_bias=False, mlp_bias=False)
-    needed = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-    if all(hasattr(config, k) for k in needed):
-        h = config.num_attention_heads
-        kv = getattr(config, "num_key_value_heads", None) or h
-        hd = getattr(config, "head_dim", None) or config.hidden_size // h
-        return dict(V=config.vocab_size, d=config.hidden_size, L=config.num_hidden_layers, h=h, kv=kv, hd=hd,
-                    f=config.intermediate_size, tied=bool(getattr(config, "tie_word_embeddings", False)),
-                    attn_bias=bool(getattr(config, "attention_bias", False)),
-                    mlp_bias=bool(getattr(config, "mlp_bias", False)))
-    raise TypeError("count_parameters expects a labkit.model.LlamaConfig or a transformers.LlamaConfig, "
-                    f"got {type(config).__name__}")
-
-
-def count_parameters(config: Any) -> int:
-    """Number of parameters of a LLaMA model, by formula (no model is built).
-
-    Per layer: attention ``d·h·hd + 2·d·kv·hd + h·hd·d`` (q, k, v, o), SwiGLU ``3·d·f``, two RMSNorms ``2·d``.
-    Plus the embedding ``V·d``, the final norm ``d`` and the LM head ``V·d`` (0 if tied).
-    LLaMA-7B (V=32000, d=4096, L=32, f=11008, untied) → 6,738,415,616.
-
-    Accepts a :class:`LlamaConfig` or a ``transformers.LlamaConfig``.
-    """
-    n = _config_numbers(config)
-    d, h, kv, hd, f = n["d"], n["h"], n["kv"], n["hd"], n["f"]
-    attn = d * h * hd + 2 * d * kv * hd + h * hd * d
-    if n["attn_bias"]:
-        attn += h * hd + 2 * kv * hd + d
-    mlp = 3 * d * f + ((2 * f + d) if n["mlp_bias"] else 0)
-    per_layer = attn + mlp + 2 * d
-    embed = n["V"] * d
-    head = 0 if n["tied"] else n["V"] * d
-    return embed + n["L"] * per_layer + d + head
+__all__ = ["ModelCache", "LlamaDecoderLayer", "LlamaModel", "Llama"]
 
 
 # ------------------------------------------------------------------------------------------------ cache
@@ -197,9 +53,6 @@ class ModelCache(list):
         """Empty every layer's cache."""
         for c in self:
             c.reset()
-
-
-# ----------------------------------------------------------------------------------------------- masks
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -313,164 +166,3 @@ class Llama(nn.Module):
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counted once); equals :func:`count_parameters`."""
         return sum(p.numel() for p in self.parameters())
-
-
-# ------------------------------------------------------------------------------------- transformers
-def _hf_config(config: LlamaConfig) -> Any:
-    import transformers
-
-    hf = transformers.LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.dim, intermediate_size=config.hidden_dim,
-        num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
-        num_key_value_heads=config.n_kv_heads, head_dim=config.head_dim, hidden_act="silu",
-        max_position_embeddings=config.max_seq_len, rms_norm_eps=config.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_base},
-        tie_word_embeddings=config.tie_embeddings, attention_bias=False, mlp_bias=False,
-        bos_token_id=None, eos_token_id=None, pad_token_id=None,
-    )
-    hf._attn_implementation = "eager"
-    return hf
-
-
-def to_hf(model: Llama) -> Any:
-    """An equivalent ``transformers.LlamaForCausalLM`` (built from a config, nothing downloaded).
-
-    The weights are a plain ``state_dict`` copy (the key names are identical). Uses the ``"eager"`` attention
-    implementation (so ``output_attentions=True`` works); logits agree with ours to < 1e-5 in float32.
-    """
-    import transformers
-
-    if not isinstance(model, Llama):
-        raise TypeError(f"to_hf expects a labkit.model.Llama, got {type(model).__name__}")
-    hf = transformers.LlamaForCausalLM(_hf_config(model.config))
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    missing, unexpected = hf.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_embeddings)]
-    if missing or unexpected:
-        raise RuntimeError(f"state_dict keys differ from transformers': missing {missing}, unexpected {unexpected}")
-    return hf.to(next(model.parameters()).dtype).train(model.training)
-
-
-def from_hf(hf_model: Any) -> Llama:
-    """The inverse of :func:`to_hf`: a :class:`Llama` with the weights of a ``transformers.LlamaForCausalLM``.
-
-    Refuses (ValueError) what this model does not implement: biases, non-default RoPE scaling, another
-    activation, a head_dim other than hidden_size / num_attention_heads.
-    """
-    c = getattr(hf_model, "config", None)
-    if c is None or getattr(c, "model_type", None) != "llama":
-        raise TypeError("from_hf expects a transformers.LlamaForCausalLM")
-    rope = getattr(c, "rope_parameters", None) or {}
-    problems = []
-    if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
-        problems.append("attention_bias/mlp_bias must be False")
-    if rope.get("rope_type", "default") != "default":
-        problems.append(f"rope_type must be 'default', got {rope.get('rope_type')!r}")
-    if getattr(c, "hidden_act", "silu") != "silu":
-        problems.append(f"hidden_act must be 'silu', got {c.hidden_act!r}")
-    if (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads) * c.num_attention_heads != c.hidden_size:
-        problems.append("head_dim must equal hidden_size / num_attention_heads")
-    if problems:
-        raise ValueError("cannot convert this transformers config: " + "; ".join(problems))
-    config = LlamaConfig(vocab_size=c.vocab_size, dim=c.hidden_size, n_layers=c.num_hidden_layers,
-                         n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads or c.num_attention_heads,
-                         hidden_dim=c.intermediate_size, norm_eps=float(c.rms_norm_eps),
-                         rope_base=float(rope.get("rope_theta", 10000.0)),
-                         max_seq_len=int(c.max_position_embeddings),
-                         tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)))
-    model = Llama(config)
-    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items() if "rotary_emb" not in k}
-    if config.tie_embeddings:
-        sd.pop("lm_head.weight", None)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_embeddings)]
-    if missing or unexpected:
-        raise RuntimeError(f"state_dict keys differ: missing {missing}, unexpected {unexpected}")
-    return model.to(next(hf_model.parameters()).dtype).train(hf_model.training)
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-#: Where the shipped checkpoint lives (``python -m labkit.train`` writes it).
-PRETRAINED_DIR = DATA / "tiny_llama"
-_CKPT_FORMAT = "labkit-llama"
-_TOKENIZER_FILE = "tokenizer.json"
-
-
-def save_checkpoint(model: Llama, tokenizer: Any, path: str | Path) -> Path:
-    """Write ``model.safetensors`` (weights; a tied ``lm_head`` is stored once), ``config.json`` and
-    ``tokenizer.json`` into the folder ``path``. Every file is written atomically (temp name + ``os.replace``)."""
-    from safetensors.torch import save as st_save
-
-    if not isinstance(model, Llama):
-        raise TypeError(f"model must be a labkit.model.Llama, got {type(model).__name__}")
-    vocab = getattr(tokenizer, "vocab_size", None)
-    if tokenizer is not None and vocab != model.config.vocab_size:
-        raise ValueError(f"tokenizer vocab_size ({vocab}) != model vocab_size ({model.config.vocab_size}); "
-                         "train the model with this tokenizer's vocabulary")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    if model.config.tie_embeddings:
-        sd.pop("lm_head.weight")
-    atomic_write_bytes(path / "model.safetensors", st_save(dict(sorted(sd.items())), metadata={"format": "pt"}))
-    meta = {"format": _CKPT_FORMAT, "version": 1, "config": model.config.to_dict()}
-    atomic_write_bytes(path / "config.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
-    if tokenizer is not None:
-        tokenizer.save(path / _TOKENIZER_FILE)
-    return path
-
-
-def load_checkpoint(path: str | Path, *, config: LlamaConfig | None = None) -> tuple[Llama, Any]:
-    """Load a folder written by :func:`save_checkpoint` → ``(model, tokenizer)`` (tokenizer ``None`` if absent).
-
-    Raises ValueError when ``config`` is given and differs from the stored one, when a tensor's shape does not
-    match the stored config, or when the tokenizer's vocabulary does not match the model's.
-    """
-    from safetensors.torch import load_file
-
-    from labkit.tokenizer.bpe import BPETokenizer
-
-    path = Path(path)
-    for name in ("config.json", "model.safetensors"):
-        if not (path / name).exists():
-            raise FileNotFoundError(f"{path / name} is missing: not a checkpoint folder written by "
-                                    "labkit.model.save_checkpoint (regenerate the shipped one: python -m labkit.train)")
-    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    if meta.get("format") != _CKPT_FORMAT:
-        raise ValueError(f"{path / 'config.json'}: format is {meta.get('format')!r}, expected {_CKPT_FORMAT!r}")
-    stored = LlamaConfig.from_dict(meta["config"])
-    if config is not None and config != stored:
-        diff = {k: (v, getattr(stored, k)) for k, v in config.to_dict().items() if getattr(stored, k) != v}
-        raise ValueError(f"checkpoint config does not match the requested config: "
-                         + ", ".join(f"{k}: requested {a!r}, checkpoint {b!r}" for k, (a, b) in diff.items()))
-    model = Llama(stored)
-    weights = load_file(str(path / "model.safetensors"))
-    expected = model.state_dict()
-    if stored.tie_embeddings:
-        expected.pop("lm_head.weight")
-    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-    if missing or extra:
-        raise ValueError(f"{path}: weights do not match config.json: missing {missing[:5]}, unexpected {extra[:5]}")
-    for k, t in weights.items():
-        if tuple(t.shape) != tuple(expected[k].shape):
-            raise ValueError(f"{path}: tensor {k} has shape {tuple(t.shape)} but config.json implies "
-                             f"{tuple(expected[k].shape)}; the config does not match the weights")
-    model.load_state_dict(weights, strict=not stored.tie_embeddings)
-    tokenizer = None
-    if (path / _TOKENIZER_FILE).exists():
-        tokenizer = BPETokenizer.load(path / _TOKENIZER_FILE)
-        if tokenizer.vocab_size != stored.vocab_size:
-            raise ValueError(f"{path}: tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
-                             f"{stored.vocab_size}; the tokenizer does not belong to this checkpoint")
-    return model, tokenizer
-
-
-def load_pretrained() -> tuple[Llama, Any]:
-    """The shipped tiny LLaMA trained on Shakespeare (``data/tiny_llama/``) and its tokenizer, in eval mode.
-
-    A fresh copy each call (fine-tuning it does not affect the next caller).
-    """
-    if not (PRETRAINED_DIR / "model.safetensors").exists():
-        raise FileNotFoundError(f"{PRETRAINED_DIR} is missing; regenerate it with `python -m labkit.train`")
-    model, tok = load_checkpoint(PRETRAINED_DIR)
-    return model.eval(), tok

@@ -25,6 +25,8 @@ from labkit.parallel.runtime import (
     write_result,
 )
 
+__all__ = ["rank_tensor", "ring_allreduce_p2p", "main"]
+
 
 def rank_tensor(r: int, p: int) -> torch.Tensor:
     """Rank ``r``'s starting vector, length ``p``: ``10 r + [0, 1, ..., p-1]``."""

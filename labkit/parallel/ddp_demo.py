@@ -32,8 +32,12 @@ from labkit.parallel.runtime import (
     write_result,
 )
 
+__all__ = ["flat_params", "sampler_indices", "shard_report", "bucket_benchmark", "check_manual_allreduce",
+           "train_ddp_vs_single", "sampler_reports", "bucketing_report", "main"]
+
 
 def flat_params(model: nn.Module) -> torch.Tensor:
+    """Every parameter of ``model`` flattened into one 1-D tensor (a detached copy)."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
@@ -48,6 +52,7 @@ def sampler_indices(n: int, world: int, epoch: int, seed: int, drop_last: bool =
 
 
 def shard_report(shards: list[list[int]], n: int) -> dict[str, int | bool]:
+    """Are the ranks' index lists disjoint and covering ``range(n)``; how many duplicates and dropped."""
     flat = [i for s in shards for i in s]
     return {"disjoint": len(flat) == len(set(flat)), "covering": set(flat) == set(range(n)),
             "duplicates": len(flat) - len(set(flat)), "dropped": n - len(set(flat))}
@@ -82,23 +87,9 @@ def bucket_benchmark(rank: int, device: torch.device, bucket_cap_mb: float, step
     return calls, dt
 
 
-def main(argv: list[str] | None = None) -> int:
-    require_torchrun("ddp_demo", 2)
-    args = demo_args("DDP == single process on the full batch", argv,
-                     global_batch=(int, 16, "samples per step over all ranks"),
-                     n_samples=(int, 64, "data set size"),
-                     lr=(float, 1e-2, "Adam learning rate"),
-                     bench=(int, 1, "1: run the bucketing measurement"))
-    rank, world, device = init()
-    local_b = per_rank_batch(args.global_batch, world)
-    rank0_print(f"world_size={world} backend={dist.get_backend()}; global batch {args.global_batch} "
-                f"= {world} ranks × {local_b}")
-    x, y = toy_data(args.n_samples)
-    x, y = x.to(device), y.to(device)
-    loss_fn = nn.MSELoss()
-    checks: dict[str, float] = {}
-
-    # 1. Manual data parallel: mean-loss gradients on half batches, all-reduce, divide by P.
+def check_manual_allreduce(args, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, rank: int, world: int,
+                           local_b: int, device: torch.device) -> float:
+    """1. Manual data parallel: mean-loss gradients on half batches, all-reduce, divide by P."""
     model = tiny_mlp(seed=args.seed).to(device)
     idx = torch.arange(args.global_batch, device=device)
     mine = idx[rank * local_b:(rank + 1) * local_b]
@@ -109,10 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     model.zero_grad()
     loss_fn(model(x[idx]), y[idx]).backward()
     full = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    checks["manual_allreduce_grad"] = agree_close(grads, full, "all_reduce(grad)/P == full-batch gradient")
+    result = agree_close(grads, full, "all_reduce(grad)/P == full-batch gradient")
     del model
+    return result
 
-    # 2. DDP with DistributedSampler, several steps, against one process on the union of the shards.
+
+def train_ddp_vs_single(args, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, rank: int, world: int,
+                        local_b: int, device: torch.device,
+                        checks: dict[str, float]) -> tuple[list[float], list[float], float]:
+    """2. DDP with DistributedSampler, several steps, against one process on the union of the shards.
+
+    Adds the checks "ddp_ranks_identical" and "ddp_vs_single"; returns (DDP losses averaged over ranks,
+    single-process losses, max |Δ| of the final parameters).
+    """
     ddp = DDP(tiny_mlp(seed=args.seed).to(device))
     opt = torch.optim.Adam(ddp.parameters(), lr=args.lr)
     ref = tiny_mlp(seed=args.seed).to(device)
@@ -151,8 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     rank0_print("loss per step (1 process): ", [f"{v:.4f}" for v in ref_losses])
     del ddp, opt, ref, ref_opt, loss, ref_loss, avg  # no DDP model or autograd graph alive at teardown
     max_abs = float((ours - theirs).abs().max())
+    return losses, ref_losses, max_abs
 
-    # 3. DistributedSampler: what each rank actually drew, gathered.
+
+def sampler_reports(args, rank: int, world: int) -> tuple[dict, dict, dict]:
+    """3. DistributedSampler: what each rank actually drew, gathered; then padding vs drop_last on an odd n.
+
+    Returns the shard reports (epoch 0, n_samples), (odd n, drop_last=False), (odd n, drop_last=True).
+    """
     s = DistributedSampler(range(args.n_samples), num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
     s.set_epoch(0)
     shards: list = [None] * world
@@ -165,15 +171,38 @@ def main(argv: list[str] | None = None) -> int:
     drop = shard_report(sampler_indices(odd, world, 0, args.seed, drop_last=True), odd)
     rank0_print(f"n={odd} (not divisible by {world}): drop_last=False pads with {pad['duplicates']} duplicate(s) "
                 f"(disjoint {pad['disjoint']}); drop_last=True drops {drop['dropped']} (covering {drop['covering']})")
+    return rep, pad, drop
 
-    # 4. Gradient bucketing: one all-reduce per parameter vs a few large buckets.
+
+def bucketing_report(rank: int, device: torch.device) -> dict[str, dict[str, float]]:
+    """4. Gradient bucketing: one all-reduce per parameter vs a few large buckets."""
     bench = {}
-    if args.bench:
-        for cap in (25.0, 0.001):
-            calls, dt = bucket_benchmark(rank, device, cap)
-            bench[str(cap)] = {"calls_per_step": calls, "seconds_per_step": dt}
-            rank0_print(f"bucket_cap_mb={cap:g}: {calls} all-reduce call(s) per backward for 64 gradient tensors")
+    for cap in (25.0, 0.001):
+        calls, dt = bucket_benchmark(rank, device, cap)
+        bench[str(cap)] = {"calls_per_step": calls, "seconds_per_step": dt}
+        rank0_print(f"bucket_cap_mb={cap:g}: {calls} all-reduce call(s) per backward for 64 gradient tensors")
+    return bench
 
+
+def main(argv: list[str] | None = None) -> int:
+    require_torchrun("ddp_demo", 2)
+    args = demo_args("DDP == single process on the full batch", argv,
+                     global_batch=(int, 16, "samples per step over all ranks"),
+                     n_samples=(int, 64, "data set size"),
+                     lr=(float, 1e-2, "Adam learning rate"),
+                     bench=(int, 1, "1: run the bucketing measurement"))
+    rank, world, device = init()
+    local_b = per_rank_batch(args.global_batch, world)
+    rank0_print(f"world_size={world} backend={dist.get_backend()}; global batch {args.global_batch} "
+                f"= {world} ranks × {local_b}")
+    x, y = toy_data(args.n_samples)
+    x, y = x.to(device), y.to(device)
+    loss_fn = nn.MSELoss()
+    checks: dict[str, float] = {}
+    checks["manual_allreduce_grad"] = check_manual_allreduce(args, x, y, loss_fn, rank, world, local_b, device)
+    losses, ref_losses, max_abs = train_ddp_vs_single(args, x, y, loss_fn, rank, world, local_b, device, checks)
+    rep, pad, drop = sampler_reports(args, rank, world)
+    bench = bucketing_report(rank, device) if args.bench else {}
     write_result(args.out, {"world_size": world, "checks": checks, "max_abs_ddp_vs_single": max_abs,
                             "losses": losses, "ref_losses": ref_losses, "sampler": rep,
                             "sampler_pad": pad, "sampler_drop": drop, "bucketing": bench})

@@ -30,6 +30,8 @@ from labkit.parallel.runtime import (
 )
 from labkit.parallel.zero_demo import reference_adam
 
+__all__ = ["local", "main"]
+
 
 def local(t: torch.Tensor) -> torch.Tensor:
     """The part of a (possibly DTensor) tensor stored on this rank."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from labkit.core.paths import ROOT
+
 __all__ = ["launch", "LaunchResult", "free_port", "torchrun_command", "DEMOS"]
 
 DEMOS = ("collectives_demo", "ddp_demo", "zero_demo", "fsdp_demo", "tp_demo", "pp_demo")
@@ -63,7 +65,7 @@ def launch(demo: str, nproc: int = 2, args: Sequence[str] = (), *, timeout: floa
         raise TypeError("`args` must be a list of strings, e.g. ['--steps', '5'], not one string")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::DeprecationWarning,ignore::FutureWarning",
                TORCH_CPP_LOG_LEVEL="ERROR", LOGLEVEL="ERROR")
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(ROOT)                                  # so the workers import this labkit
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for attempt in range(retries + 1):
         with tempfile.TemporaryDirectory(prefix="labkit_dist_") as tmp:

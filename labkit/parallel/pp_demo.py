@@ -26,6 +26,8 @@ from labkit.parallel.runtime import (
     write_result,
 )
 
+__all__ = ["main"]
+
 
 def main(argv: list[str] | None = None) -> int:
     require_torchrun("pp_demo", 2)

@@ -1,5 +1,6 @@
 """What every demo process needs: the torchrun check, process-group setup and safe teardown, rank-0
-printing, checks that agree on every rank, a collective wrapper that counts traffic, the JSON result.
+printing, checks that agree on every rank, a collective wrapper that counts traffic, the JSON result;
+and the argument check (``_check_int``) that the formula modules (collectives, zero, pipeline, layout) share.
 
 The teardown follows the pattern that avoids gloo's exit-time abort (see the course's
 dependencies notes): drop DDP models and optimizers, ``gc.collect()``, ``barrier()``, then
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from labkit.core.check import close
 from labkit.core.io import atomic_write_json
 
 __all__ = ["require_torchrun", "init", "shutdown", "demo_args", "rank0_print", "agree_close",
@@ -25,6 +27,15 @@ __all__ = ["require_torchrun", "init", "shutdown", "demo_args", "rank0_print", "
 
 DEFAULT_TIMEOUT_S = 60
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _check_int(value, name: str, minimum: int, fix: str) -> int:
+    """``value`` if it is an int (not a bool) ``>= minimum``; else TypeError / ValueError ending in ``fix``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}; {fix}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}; {fix}")
+    return value
 
 
 def require_torchrun(demo: str, nproc: int) -> None:
@@ -82,8 +93,6 @@ def rank0_print(*args: Any) -> None:
 def agree_close(actual: torch.Tensor, expected: torch.Tensor, name: str, atol: float = 1e-6) -> float:
     """``labkit.core.check.close`` over all ranks: the max |Δ| is all-reduced (MAX) first, so every rank
     passes or raises together (no rank is left waiting in a collective) and rank 0 prints one line."""
-    from labkit.core.check import close
-
     if actual.shape != expected.shape:
         raise ValueError(f"{name}: shape mismatch {tuple(actual.shape)} vs {tuple(expected.shape)}")
     d = (actual.detach().double() - expected.detach().double()).abs().max() if actual.numel() else torch.zeros(())

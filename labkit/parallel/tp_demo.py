@@ -14,7 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit.parallel.runtime import agree_close, demo_args, init, rank0_print, require_torchrun, shutdown, write_result
-from labkit.parallel.tp import ColumnParallelLinear, ParallelMLP, ParallelSelfAttention, RowParallelLinear, split_dim
+from labkit.parallel.tensor import (
+    ColumnParallelLinear,
+    ParallelMLP,
+    ParallelSelfAttention,
+    RowParallelLinear,
+    split_dim,
+)
+
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:

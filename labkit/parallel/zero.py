@@ -1,4 +1,11 @@
-"""ZeRO stages 1, 2 and 3 from scratch on ``torch.distributed`` collectives (Rajbhandari et al. 2020).
+"""ZeRO, chapter 23: the memory and traffic formulas, and stages 1, 2 and 3 from scratch on
+``torch.distributed`` collectives (Rajbhandari et al. 2020).
+
+Memory model: mixed-precision Adam keeps ``2Ψ`` bytes of fp16 parameters, ``2Ψ`` of fp16 gradients and
+``KΨ`` of optimizer state (fp32 master weights, m, v: ``K = 12``). Stage 1 shards the optimizer state,
+stage 2 also the gradients, stage 3 also the parameters over ``N_d`` data-parallel ranks
+(``zero_memory_bytes``, ``zero_comm_elements``). The demos are ``labkit.parallel.zero_demo`` and
+``labkit.parallel.fsdp_demo`` (PyTorch's FSDP2 on the same model).
 
 Every parameter ``p`` (numel n) is flattened, zero-padded to ``n_pad = ⌈n/P⌉·P`` and cut into P equal
 shards; rank r owns shard r: elements ``[r·n_pad/P, (r+1)·n_pad/P)``. Adam is elementwise, so Adam on
@@ -21,9 +28,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.parallel.runtime import CountingComm, tensor_bytes
+from labkit.parallel.runtime import CountingComm, _check_int, tensor_bytes
 
-__all__ = ["shard_size", "flat_shard", "ZeroAdam", "Zero3Linear", "zero3_wrap", "zero3_full_params"]
+__all__ = ["zero_memory_bytes", "zero_comm_elements", "shard_size", "flat_shard", "ZeroAdam", "Zero3Linear",
+           "zero3_wrap", "zero3_full_params"]
+
+
+def zero_memory_bytes(n_params: int | float, stage: int, n_devices: int, k: float = 12) -> float:
+    """Bytes of *model state* per device under ZeRO ``stage`` (0 = plain data parallel).
+
+    With Ψ = ``n_params``, N = ``n_devices`` and mixed-precision Adam (2 B fp16 params, 2 B fp16 grads,
+    K B of optimizer state per parameter)::
+
+        stage 0:  (2 + 2 + K) Ψ
+        stage 1:  (2 + 2) Ψ + K Ψ / N          (optimizer state sharded)
+        stage 2:  2 Ψ + (2 + K) Ψ / N          (+ gradients sharded)
+        stage 3:  (2 + 2 + K) Ψ / N            (+ parameters sharded)
+
+    Ψ = 7.5e9, N = 64 gives 120 / 31.4 / 16.6 / 1.9 GB (GB = 1e9 bytes). Activations are not included.
+    """
+    if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or n_params <= 0:
+        raise ValueError(f"`n_params` must be a positive number of parameters, got {n_params!r}")
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
+        raise ValueError(f"`stage` must be 0, 1, 2 or 3 (0 = plain data parallel), got {stage!r}")
+    _check_int(n_devices, "n_devices", 1, "use the data-parallel world size, e.g. 64")
+    if k < 0:
+        raise ValueError(f"`k` (optimizer bytes per parameter) must be >= 0, got {k}; Adam in mixed precision is 12")
+    psi, n = float(n_params), n_devices
+    return {0: (4 + k) * psi, 1: 4 * psi + k * psi / n, 2: 2 * psi + (2 + k) * psi / n,
+            3: (4 + k) * psi / n}[stage]
+
+
+def zero_comm_elements(n_params: int, stage: int, n_devices: int) -> float:
+    """Elements each rank sends per training step with bandwidth-optimal (ring) collectives.
+
+    Plain DP all-reduces the gradients: ``2(N-1)/N · Ψ``. ZeRO-1 and ZeRO-2 reduce-scatter the
+    gradients and all-gather the updated parameters: the same ``2(N-1)/N · Ψ``. ZeRO-3 all-gathers
+    the parameters twice (forward and backward) and reduce-scatters the gradients: ``3(N-1)/N · Ψ``
+    (1.5× plain DP).
+    """
+    zero_memory_bytes(n_params, stage, n_devices)  # validates the arguments
+    calls = 3 if stage == 3 else 2
+    return calls * (n_devices - 1) / n_devices * n_params
 
 
 def shard_size(numel: int, world: int) -> int:

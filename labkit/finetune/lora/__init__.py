@@ -2,28 +2,19 @@
 """
 from __future__ import annotations
 
-from .layer import (  # noqa: F401
+from .count import count_trainable, lora_param_count  # noqa: F401
+from .inject import (  # noqa: F401
     LLAMA_TARGETS,
-    TASK_RUN,
-    TASK_VARIANTS,
-    LoRALinear,
-    QLoRALinear,
     add_lora,
-    count_trainable,
-    finetune_task,
-    load_lora,
     lora_disabled,
     lora_layers,
-    lora_param_count,
-    lora_state_dict,
     merge_lora,
-    prepare_variant,
-    read_lora,
-    save_lora,
     set_lora_enabled,
     unload_lora,
     unmerge_lora,
-    variant_name,
 )
+from .io import load_lora, lora_state_dict, read_lora, save_lora  # noqa: F401
+from .layer import LoRALinear  # noqa: F401
+from .qlora import QLoRALinear  # noqa: F401
 
-__all__ = ['LoRALinear', 'QLoRALinear', 'add_lora', 'merge_lora', 'unmerge_lora', 'unload_lora', 'lora_layers', 'lora_state_dict', 'load_lora', 'save_lora', 'read_lora', 'set_lora_enabled', 'lora_disabled', 'lora_param_count', 'count_trainable', 'LLAMA_TARGETS', 'TASK_VARIANTS', 'TASK_RUN', 'variant_name', 'prepare_variant', 'finetune_task']
+__all__ = ["LoRALinear", "QLoRALinear", "LLAMA_TARGETS", "add_lora", "lora_layers", "merge_lora", "unmerge_lora", "unload_lora", "set_lora_enabled", "lora_disabled", "lora_state_dict", "save_lora", "read_lora", "load_lora", "lora_param_count", "count_trainable"]

@@ -2,21 +2,10 @@
 """
 from __future__ import annotations
 
-from .prompt import (  # noqa: F401
-    METHODS,
-    BottleneckAdapter,
-    PrefixTuning,
-    PromptTuning,
-    adapter_param_count,
-    add_adapters,
-    apply_bitfit,
-    finetune_method,
-    load_trainable,
-    p_tuning_v2,
-    prepare_method,
-    run_from_embeddings,
-    task_loss,
-    trainable_state_dict,
-)
+from .adapters import BottleneckAdapter, adapter_param_count, add_adapters  # noqa: F401
+from .bitfit import apply_bitfit  # noqa: F401
+from .common import load_trainable, trainable_state_dict  # noqa: F401
+from .prefix import PrefixTuning, p_tuning_v2  # noqa: F401
+from .prompt import PromptTuning, run_from_embeddings  # noqa: F401
 
-__all__ = ['BottleneckAdapter', 'add_adapters', 'adapter_param_count', 'apply_bitfit', 'PromptTuning', 'PrefixTuning', 'p_tuning_v2', 'run_from_embeddings', 'METHODS', 'prepare_method', 'finetune_method', 'task_loss', 'trainable_state_dict', 'load_trainable']
+__all__ = ["BottleneckAdapter", "adapter_param_count", "add_adapters", "apply_bitfit", "PromptTuning", "run_from_embeddings", "PrefixTuning", "p_tuning_v2", "trainable_state_dict", "load_trainable"]

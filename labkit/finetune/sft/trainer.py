@@ -1,265 +1,29 @@
-"""Supervised fine-tuning (SFT, 监督微调): chat template, loss masks, sequence packing, a training loop.
+"""The SFT training loop and its measurements (chapter 12): masked loss, ``train_sft``, greedy answers, memory.
 
-**Chat template (对话模板).** A conversation becomes one token sequence with role tokens::
-
-    <|system|>…<|end|><|user|>Reverse the letters.\\nk e p<|end|><|assistant|>p e k<|end|>
-
-Message contents are encoded as *plain text* (a user who types ``<|end|>`` gets the characters, not the
-special token), role markers and ``<|end|>`` are special ids inserted by the template.
-
-**Loss mask (损失掩码).** ``labels`` equal ``input_ids`` on the tokens the model must learn to produce,
-the content of every assistant turn and its closing ``<|end|>`` (so it learns to stop), and ``-100``
-(ignored by cross-entropy) everywhere else. Labels are *aligned* with ``input_ids``; the loss shifts them
-(logits at position t predict the label at t + 1), as Hugging Face does.
-
-**Packing (样本拼接).** Several short examples share one row of ``max_len`` tokens. A block-diagonal causal
-**document mask** (文档掩码) keeps each token inside its own example and **position ids restart at 0**
-in every document, so a packed row computes exactly what the examples would compute one by one,
-without the padding.
+The loss is next-token cross-entropy on the assistant tokens only (``labels`` from
+:mod:`labkit.finetune.sft.chat`, ``-100`` elsewhere): ``logits[:, t]`` predicts ``labels[:, t + 1]``.
+Training runs on packed rows (:mod:`labkit.finetune.sft.packing`: document mask + restarted positions).
+Evaluation: exact match of greedy answers (:func:`evaluate_task`), teacher-forced answer-token loss and
+accuracy (:func:`answer_metrics`), and the bytes a training step holds (:func:`training_memory`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from labkit.blocks.masks import document_causal_mask
 from labkit.datasets import task as task_data
+from labkit.finetune.sft.chat import END_TOKEN, IGNORE_INDEX, _special_id, apply_chat_template, encode_example
+from labkit.finetune.sft.packing import Packed, _logits, pack, packed_forward
+from labkit.memory import SavedTensorLog
 
-__all__ = ["IGNORE_INDEX", "ROLE_TOKENS", "END_TOKEN", "render_chat", "apply_chat_template", "build_labels", "encode_example", "Packed", "assign_bins", "pack", "padding_stats", "sft_loss", "packed_forward", "train_sft", "generate_answers", "evaluate_task", "training_memory", "answer_metrics"]
-
-IGNORE_INDEX = -100
-ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
-END_TOKEN = "<|end|>"
-
-
-def _special_id(tokenizer: Any, name: str) -> int:
-    sp = getattr(tokenizer, "special_tokens", None)
-    if not isinstance(sp, dict) or name not in sp:
-        raise ValueError(f"the tokenizer has no special token {name!r}; the chat template needs "
-                         f"{sorted([*ROLE_TOKENS.values(), END_TOKEN])} (labkit's Shakespeare tokenizer has them)")
-    return int(sp[name])
-
-
-def _check_messages(messages: Any) -> None:
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLE_TOKENS or not isinstance(m.get("content"), str):
-            raise ValueError(f"messages[{i}] must be {{'role': one of {list(ROLE_TOKENS)}, 'content': str}}, got {m!r}")
-
-
-def render_chat(messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    """The template as text: ``<|role|>content<|end|>`` per message (+ ``<|assistant|>`` to prompt a reply)."""
-    _check_messages(messages)
-    text = "".join(f"{ROLE_TOKENS[m['role']]}{m['content']}{END_TOKEN}" for m in messages)
-    return text + (ROLE_TOKENS["assistant"] if add_generation_prompt else "")
-
-
-def _segments(messages: Sequence[dict[str, str]], tokenizer: Any) -> list[tuple[list[int], bool]]:
-    """``[(ids, is_target), ...]``: role token (no), content (yes for assistant), ``<|end|>`` (yes for assistant)."""
-    _check_messages(messages)
-    end = _special_id(tokenizer, END_TOKEN)
-    segs = []
-    for m in messages:
-        target = m["role"] == "assistant"
-        segs.append(([_special_id(tokenizer, ROLE_TOKENS[m["role"]])], False))
-        segs.append((tokenizer.encode(m["content"], allowed_special="none"), target))
-        segs.append(([end], target))
-    return segs
-
-
-def apply_chat_template(messages: Sequence[dict[str, str]], tokenizer: Any,
-                        add_generation_prompt: bool = False) -> list[int]:
-    """Token ids of :func:`render_chat`, with role/end markers as special ids and contents as plain text.
-
-    ``add_generation_prompt=True`` appends ``<|assistant|>`` (use it with the conversation *without* the
-    answer, to ask the model for one).
-    """
-    ids = [i for seg, _ in _segments(messages, tokenizer) for i in seg]
-    if add_generation_prompt:
-        ids.append(_special_id(tokenizer, ROLE_TOKENS["assistant"]))
-    return ids
-
-
-def build_labels(messages: Sequence[dict[str, str]], tokenizer: Any,
-                 train_on: str = "all_assistant") -> tuple[list[int], list[int]]:
-    """``(input_ids, labels)``: labels are ``-100`` except on assistant tokens (content + closing ``<|end|>``).
-
-    Args:
-        train_on: ``"all_assistant"`` (every assistant turn, the usual multi-turn SFT) or
-            ``"last_assistant"`` (only the final reply; earlier replies are context).
-    """
-    if train_on not in ("all_assistant", "last_assistant"):
-        raise ValueError(f"train_on must be 'all_assistant' or 'last_assistant', got {train_on!r}")
-    segs = _segments(messages, tokenizer)
-    if not any(t for _, t in segs):
-        raise ValueError("the conversation has no assistant message, so nothing would be trained; "
-                         "end it with the assistant's reply")
-    last_turn = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    ids, labels = [], []
-    for k, (seg, target) in enumerate(segs):
-        if train_on == "last_assistant" and k // 3 != last_turn:
-            target = False
-        ids.extend(seg)
-        labels.extend(seg if target else [IGNORE_INDEX] * len(seg))
-    return ids, labels
-
-
-def encode_example(record: dict[str, Any], tokenizer: Any) -> dict[str, list[int]]:
-    """An Alpaca or chat record → ``{"input_ids", "labels"}`` (validated first)."""
-    fmt = task_data.validate_example(record)
-    chat = task_data.to_chat(record) if fmt == "alpaca" else record
-    ids, labels = build_labels(chat["messages"], tokenizer)
-    return {"input_ids": ids, "labels": labels}
-
-
-# --------------------------------------------------------------------------------------------- packing
-@dataclass
-class Packed:
-    """Rows of packed examples. All tensors are ``(n_rows, max_len)``.
-
-    ``doc_ids`` numbers the documents inside each row 0, 1, ... and is ``-1`` on padding;
-    ``position_ids`` restart at 0 in every document; ``labels`` are ``-100`` on padding and on the first
-    token of every document (it has no in-document predecessor). ``bins[i]`` lists the example indices in
-    row ``i``.
-    """
-
-    input_ids: Tensor
-    labels: Tensor
-    position_ids: Tensor
-    doc_ids: Tensor
-    bins: list[list[int]] = field(default_factory=list)
-
-    @property
-    def n_tokens(self) -> int:
-        """Real (non-padding) tokens."""
-        return int((self.doc_ids >= 0).sum())
-
-    @property
-    def padding_fraction(self) -> float:
-        """Padding slots / all slots."""
-        return 1.0 - self.n_tokens / self.doc_ids.numel()
-
-    def attention_mask(self) -> Tensor:
-        """The bool ``(n_rows, max_len, max_len)`` document mask (True = may attend)."""
-        return document_causal_mask(self.doc_ids)
-
-
-def _lengths(examples: Sequence[Any]) -> list[int]:
-    return [len(e["input_ids"]) if isinstance(e, dict) else len(e) for e in examples]
-
-
-def assign_bins(lengths: Sequence[int], max_len: int, strategy: str = "greedy") -> list[list[int]]:
-    """Group example indices into rows of at most ``max_len`` tokens.
-
-    * ``"pad"``: one example per row (pad every example to ``max_len``);
-    * ``"greedy"``: next-fit in the given order (start a new row when the next example does not fit);
-    * ``"ffd"``: first-fit decreasing: longest first, each into the first row with room
-      (never more than 11/9·OPT + 6/9 rows).
-    """
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-    if strategy not in ("pad", "greedy", "ffd"):
-        raise ValueError(f"strategy must be 'pad', 'greedy' or 'ffd', got {strategy!r}")
-    too_long = [i for i, n in enumerate(lengths) if n > max_len]
-    if too_long:
-        raise ValueError(f"{len(too_long)} example(s) are longer than max_len={max_len} (first: index "
-                         f"{too_long[0]}, {lengths[too_long[0]]} tokens); raise max_len or pass truncate=True")
-    if any(n < 1 for n in lengths):
-        raise ValueError("every example needs at least one token; drop empty examples")
-    if strategy == "pad":
-        return [[i] for i in range(len(lengths))]
-    bins: list[list[int]] = []
-    room: list[int] = []
-    if strategy == "greedy":
-        for i, n in enumerate(lengths):
-            if not bins or room[-1] < n:
-                bins.append([]), room.append(max_len)
-            bins[-1].append(i)
-            room[-1] -= n
-        return bins
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable: ties keep input order
-        n = lengths[i]
-        for b in range(len(bins)):
-            if room[b] >= n:
-                bins[b].append(i)
-                room[b] -= n
-                break
-        else:
-            bins.append([i]), room.append(max_len - n)
-    return bins
-
-
-def pack(examples: Sequence[dict[str, Sequence[int]] | Sequence[int]], max_len: int,
-         strategy: str = "greedy", *, pad_id: int = 0, truncate: bool = False) -> Packed:
-    """Pack examples (``{"input_ids", "labels"}`` dicts, or plain id lists whose labels are the ids) into rows.
-
-    Args:
-        strategy: see :func:`assign_bins` (``"pad"``, ``"greedy"``, ``"ffd"``).
-        pad_id: id written into padding slots (never attended to by real tokens, never a label).
-        truncate: cut examples longer than ``max_len`` (keeping the start) instead of raising.
-    """
-    if not isinstance(examples, (list, tuple)) or not examples:
-        raise ValueError("examples must be a non-empty list")
-    ids_l, lab_l = [], []
-    for k, e in enumerate(examples):
-        ids = list(e["input_ids"]) if isinstance(e, dict) else list(e)
-        labs = list(e.get("labels", ids)) if isinstance(e, dict) else list(ids)
-        if len(labs) != len(ids):
-            raise ValueError(f"example {k}: labels ({len(labs)}) and input_ids ({len(ids)}) differ in length")
-        if truncate:
-            ids, labs = ids[:max_len], labs[:max_len]
-        ids_l.append(ids), lab_l.append(labs)
-    bins = assign_bins(_lengths(ids_l), max_len, strategy)
-    R = len(bins)
-    input_ids = torch.full((R, max_len), pad_id, dtype=torch.long)
-    labels = torch.full((R, max_len), IGNORE_INDEX, dtype=torch.long)
-    position_ids = torch.zeros((R, max_len), dtype=torch.long)
-    doc_ids = torch.full((R, max_len), -1, dtype=torch.long)
-    for r, b in enumerate(bins):
-        t = 0
-        for d, i in enumerate(b):
-            n = len(ids_l[i])
-            input_ids[r, t:t + n] = torch.tensor(ids_l[i])
-            labels[r, t:t + n] = torch.tensor(lab_l[i])
-            labels[r, t] = IGNORE_INDEX  # the first token of a document is never a target
-            position_ids[r, t:t + n] = torch.arange(n)
-            doc_ids[r, t:t + n] = d
-            t += n
-    return Packed(input_ids, labels, position_ids, doc_ids, bins)
-
-
-def padding_stats(lengths: Sequence[int], max_len: int, strategy: str,
-                  batch_size: int | None = None) -> dict[str, float]:
-    """Padding waste of a batching strategy.
-
-    ``strategy`` is one of :func:`assign_bins`' strategies, or ``"pad_batch"``: consecutive batches of
-    ``batch_size`` examples, each padded to its longest example (dynamic padding).
-    Returns ``rows``, ``tokens`` (real), ``slots`` (rows × row length, summed) and ``waste`` = 1 − tokens/slots.
-    """
-    lengths = list(lengths)
-    tokens = sum(lengths)
-    if strategy == "pad_batch":
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError("strategy 'pad_batch' needs batch_size, a positive int")
-        batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
-        rows, slots = len(lengths), sum(len(b) * max(b) for b in batches)
-    else:
-        bins = assign_bins(lengths, max_len, strategy)
-        rows, slots = len(bins), len(bins) * max_len
-    return {"rows": rows, "tokens": tokens, "slots": slots, "waste": 1 - tokens / slots}
+__all__ = ["sft_loss", "train_sft", "generate_answers", "evaluate_task", "training_memory", "answer_metrics"]
 
 
 # -------------------------------------------------------------------------------------------- training
-def _logits(out: Any) -> Tensor:
-    return out.logits if hasattr(out, "logits") else out
-
-
 def sft_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean next-token cross-entropy over target positions: ``logits[:, t]`` predicts ``labels[:, t+1]``.
 
@@ -271,13 +35,6 @@ def sft_loss(logits: Tensor, labels: Tensor) -> Tensor:
                          f"{tuple(labels.shape)}")
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE_INDEX)
-
-
-def packed_forward(model: nn.Module, batch: Packed | dict[str, Tensor]) -> Tensor:
-    """Logits of a packed batch: document mask + per-document positions (labkit ``Llama`` API)."""
-    get = batch.__getitem__ if isinstance(batch, dict) else lambda k: getattr(batch, k)
-    mask = document_causal_mask(get("doc_ids"))
-    return _logits(model(get("input_ids"), attention_mask=mask, position_ids=get("position_ids")))
 
 
 def train_sft(model: nn.Module, examples: Sequence[dict[str, Sequence[int]]], *, steps: int,
@@ -385,7 +142,7 @@ def training_memory(model: nn.Module, batch: Packed | dict[str, Tensor],
                     optimizer_states: int = 2) -> dict[str, int]:
     """Bytes a training step holds at its peak: model state counted from tensor sizes, activations measured on
     one forward/backward of ``batch``. The sum is an estimate of the peak (the allocator's real peak is a few MB
-    higher: temporaries; chapter 11 measures it with ``torch.profiler``).
+    higher: temporaries; chapter 13 measures it with ``torch.profiler``).
 
     * ``weights``: every parameter and buffer (a QLoRA base counts its packed NF4 codes + absmax);
     * ``grads``: one gradient per trainable parameter;
@@ -393,8 +150,6 @@ def training_memory(model: nn.Module, batch: Packed | dict[str, Tensor],
     * ``activations``: tensors autograd saved for backward (measured with ``saved_tensors_hooks``,
       storages counted once, parameters excluded).
     """
-    from labkit.memory.measure import SavedTensorLog
-
     params = {id(p): p for p in model.parameters()}.values()
     weights = sum(p.numel() * p.element_size() for p in params)
     weights += sum(b.numel() * b.element_size() for b in model.buffers())

@@ -1,4 +1,5 @@
-"""Megatron-style tensor parallelism (Shoeybi et al. 2019) on ``torch.distributed``.
+"""Tensor parallelism, chapter 24: Megatron-style column- and row-parallel layers (Shoeybi et al. 2019)
+on ``torch.distributed``; the demo is ``labkit.parallel.tp_demo``.
 
 For ``Y = X Aᵀ`` (``nn.Linear`` stores A as (out, in)):
 

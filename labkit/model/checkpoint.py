@@ -1,0 +1,104 @@
+"""Checkpoint folders of the tiny LLaMA (chapter 07): save, load, and the shipped pretrained model.
+
+A folder holds ``model.safetensors`` (weights; a tied ``lm_head`` stored once), ``config.json``
+(``{"format": "labkit-llama", "version": 1, "config": {...}}``) and ``tokenizer.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from labkit.core.io import atomic_write_bytes
+from labkit.core.paths import DATA
+from labkit.model.config import LlamaConfig
+from labkit.model.llama import Llama
+from labkit.tokenizer.bpe import BPETokenizer
+
+__all__ = ["PRETRAINED_DIR", "save_checkpoint", "load_checkpoint", "load_pretrained"]
+
+
+#: Where the shipped checkpoint lives (``python -m labkit.experiments.pretrain`` writes it).
+PRETRAINED_DIR = DATA / "tiny_llama"
+_CKPT_FORMAT = "labkit-llama"
+_TOKENIZER_FILE = "tokenizer.json"
+
+
+def save_checkpoint(model: Llama, tokenizer: Any, path: str | Path) -> Path:
+    """Write ``model.safetensors`` (weights; a tied ``lm_head`` is stored once), ``config.json`` and
+    ``tokenizer.json`` into the folder ``path``. Every file is written atomically (temp name + ``os.replace``)."""
+    from safetensors.torch import save as st_save
+
+    if not isinstance(model, Llama):
+        raise TypeError(f"model must be a labkit.model.Llama, got {type(model).__name__}")
+    vocab = getattr(tokenizer, "vocab_size", None)
+    if tokenizer is not None and vocab != model.config.vocab_size:
+        raise ValueError(f"tokenizer vocab_size ({vocab}) != model vocab_size ({model.config.vocab_size}); "
+                         "train the model with this tokenizer's vocabulary")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        sd.pop("lm_head.weight")
+    atomic_write_bytes(path / "model.safetensors", st_save(dict(sorted(sd.items())), metadata={"format": "pt"}))
+    meta = {"format": _CKPT_FORMAT, "version": 1, "config": model.config.to_dict()}
+    atomic_write_bytes(path / "config.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    if tokenizer is not None:
+        tokenizer.save(path / _TOKENIZER_FILE)
+    return path
+
+
+def load_checkpoint(path: str | Path, *, config: LlamaConfig | None = None) -> tuple[Llama, Any]:
+    """Load a folder written by :func:`save_checkpoint` → ``(model, tokenizer)`` (tokenizer ``None`` if absent).
+
+    Raises ValueError when ``config`` is given and differs from the stored one, when a tensor's shape does not
+    match the stored config, or when the tokenizer's vocabulary does not match the model's.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    for name in ("config.json", "model.safetensors"):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"{path / name} is missing: not a checkpoint folder written by "
+                                    "labkit.model.save_checkpoint (regenerate the shipped one: "
+                                    "python -m labkit.experiments.pretrain)")
+    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if meta.get("format") != _CKPT_FORMAT:
+        raise ValueError(f"{path / 'config.json'}: format is {meta.get('format')!r}, expected {_CKPT_FORMAT!r}")
+    stored = LlamaConfig.from_dict(meta["config"])
+    if config is not None and config != stored:
+        diff = {k: (v, getattr(stored, k)) for k, v in config.to_dict().items() if getattr(stored, k) != v}
+        raise ValueError("checkpoint config does not match the requested config: "
+                         + ", ".join(f"{k}: requested {a!r}, checkpoint {b!r}" for k, (a, b) in diff.items()))
+    model = Llama(stored)
+    weights = load_file(str(path / "model.safetensors"))
+    expected = model.state_dict()
+    if stored.tie_embeddings:
+        expected.pop("lm_head.weight")
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{path}: weights do not match config.json: missing {missing[:5]}, unexpected {extra[:5]}")
+    for k, t in weights.items():
+        if tuple(t.shape) != tuple(expected[k].shape):
+            raise ValueError(f"{path}: tensor {k} has shape {tuple(t.shape)} but config.json implies "
+                             f"{tuple(expected[k].shape)}; the config does not match the weights")
+    model.load_state_dict(weights, strict=not stored.tie_embeddings)
+    tokenizer = None
+    if (path / _TOKENIZER_FILE).exists():
+        tokenizer = BPETokenizer.load(path / _TOKENIZER_FILE)
+        if tokenizer.vocab_size != stored.vocab_size:
+            raise ValueError(f"{path}: tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
+                             f"{stored.vocab_size}; the tokenizer does not belong to this checkpoint")
+    return model, tokenizer
+
+
+def load_pretrained() -> tuple[Llama, Any]:
+    """The shipped tiny LLaMA trained on Shakespeare (``data/tiny_llama/``) and its tokenizer, in eval mode.
+
+    A fresh copy each call (fine-tuning it does not affect the next caller).
+    """
+    if not (PRETRAINED_DIR / "model.safetensors").exists():
+        raise FileNotFoundError(f"{PRETRAINED_DIR} is missing; regenerate it with "
+                                "`python -m labkit.experiments.pretrain`")
+    model, tok = load_checkpoint(PRETRAINED_DIR)
+    return model.eval(), tok

@@ -17,5 +17,11 @@ from .processors import (  # noqa: F401
     top_k_filter,
     top_p_filter,
 )
+from .rope_layout import (  # noqa: F401
+    ROPE_LAYOUTS,
+    convert_rope_layout,
+    load_state_dict_with_rope_layout,
+    state_dict_with_rope_layout,
+)
 
-__all__ = ["PRETRAINED_DIR", "save_checkpoint", "load_checkpoint", "load_pretrained", "LlamaConfig", "count_parameters", "is_sampling", "generate", "beam_search", "seq_rep_n", "to_hf", "from_hf", "ModelCache", "LlamaDecoderLayer", "LlamaModel", "Llama", "token_logprobs", "sequence_logprobs", "sequence_logprob", "apply_temperature", "top_k_filter", "top_p_filter", "apply_repetition_penalty", "no_repeat_ngram_mask", "ban_repeated_ngrams", "process_logits"]
+__all__ = ["PRETRAINED_DIR", "save_checkpoint", "load_checkpoint", "load_pretrained", "LlamaConfig", "count_parameters", "is_sampling", "generate", "beam_search", "seq_rep_n", "to_hf", "from_hf", "ModelCache", "LlamaDecoderLayer", "LlamaModel", "Llama", "token_logprobs", "sequence_logprobs", "sequence_logprob", "apply_temperature", "top_k_filter", "top_p_filter", "apply_repetition_penalty", "no_repeat_ngram_mask", "ban_repeated_ngrams", "process_logits", "ROPE_LAYOUTS", "convert_rope_layout", "state_dict_with_rope_layout", "load_state_dict_with_rope_layout"]

@@ -13,6 +13,7 @@ from labkit.core.io import atomic_write_bytes
 from labkit.core.paths import DATA
 from labkit.model.config import LlamaConfig
 from labkit.model.llama import Llama
+from labkit.model.rope_layout import ROPE_LAYOUTS, convert_rope_layout
 from labkit.tokenizer.bpe import BPETokenizer
 
 __all__ = ["PRETRAINED_DIR", "save_checkpoint", "load_checkpoint", "load_pretrained"]
@@ -48,14 +49,22 @@ def save_checkpoint(model: Llama, tokenizer: Any, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, config: LlamaConfig | None = None) -> tuple[Llama, Any]:
+def load_checkpoint(path: str | Path, *, config: LlamaConfig | None = None,
+                    rope_layout: str = "half") -> tuple[Llama, Any]:
     """Load a folder written by :func:`save_checkpoint` → ``(model, tokenizer)`` (tokenizer ``None`` if absent).
+
+    ``rope_layout="interleaved"`` is for weights trained by code that pairs RoPE features ``(x_2i, x_2i+1)``
+    (GPT-J / Meta style): the q/k projection rows are permuted into this model's rotate-half layout on load
+    (:func:`labkit.model.convert_rope_layout`). The default ``"half"`` loads the tensors as stored.
 
     Raises ValueError when ``config`` is given and differs from the stored one, when a tensor's shape does not
     match the stored config, or when the tokenizer's vocabulary does not match the model's.
     """
     from safetensors.torch import load_file
 
+    if rope_layout not in ROPE_LAYOUTS:
+        raise ValueError(f"rope_layout must be one of {ROPE_LAYOUTS}, got {rope_layout!r}; pass \"interleaved\" "
+                         "for weights trained with pairs (x_2i, x_2i+1), \"half\" for this course's own")
     path = Path(path)
     for name in ("config.json", "model.safetensors"):
         if not (path / name).exists():
@@ -82,6 +91,7 @@ def load_checkpoint(path: str | Path, *, config: LlamaConfig | None = None) -> t
         if tuple(t.shape) != tuple(expected[k].shape):
             raise ValueError(f"{path}: tensor {k} has shape {tuple(t.shape)} but config.json implies "
                              f"{tuple(expected[k].shape)}; the config does not match the weights")
+    weights = convert_rope_layout(weights, stored, src=rope_layout, dst="half")
     model.load_state_dict(weights, strict=not stored.tie_embeddings)
     tokenizer = None
     if (path / _TOKENIZER_FILE).exists():

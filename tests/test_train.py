@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from labkit.core.check import close
 from labkit.model import Llama, LlamaConfig
 from labkit.tokenizer import BPETokenizer
-from labkit.train import corpus_tokens, evaluate, get_batch, lr_at, train_lm, unigram_loss
+from labkit.train import corpus_tokens, evaluate, get_batch, lr_at, param_groups, train_lm, train_step, unigram_loss
 
 
 def _tiny(seed: int = 0, vocab: int = 17) -> Llama:
@@ -104,6 +104,47 @@ def test_train_lm_learns_and_is_deterministic() -> None:
         assert torch.equal(a, b)
     h3 = train_lm(_tiny(0), train, val, **dict(kw, seed=4))
     assert h3["train_loss"] != h1["train_loss"]                    # the seed matters (different batches)
+
+
+def test_train_lm_equals_a_loop_with_torch_parts() -> None:
+    """train_lm == the same loop built from torch.optim.AdamW and torch.nn.utils.clip_grad_norm_ (bit for bit on
+    CPU): the labkit optimizer, clipping, schedule and parameter groups are wired as documented."""
+    tokens = _pattern_tokens()
+    train, val = tokens[:2500], tokens[2500:]
+    kw = dict(steps=15, batch_size=5, block_size=11, lr=2e-2, warmup=4, min_lr=1e-3, weight_decay=0.3,
+              grad_clip=0.25, eval_every=100, seed=5, progress=False)
+    ours = _tiny(2)
+    hist = train_lm(ours, train, val, **kw)
+    ref = _tiny(2)
+    opt = torch.optim.AdamW(param_groups(ref, 0.3), lr=2e-2, betas=(0.9, 0.95), eps=1e-8)
+    gen = torch.Generator().manual_seed(5)
+    losses = []
+    for step in range(15):
+        x, y = get_batch(train, 5, 11, gen)
+        loss = F.cross_entropy(ref(x).reshape(-1, 17), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.25)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, 2e-2, 4, 15, 1e-3)
+        opt.step()
+        losses.append(loss.item())
+    close(hist["train_loss"], losses, atol=1e-6, quiet=True)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        close(a, b, atol=1e-6, quiet=True)
+    assert hist["lr"] == [lr_at(s, 2e-2, 4, 15, 1e-3) for s in range(15)]
+
+
+def test_train_step_returns_the_loss_before_the_step() -> None:
+    model = _tiny(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = get_batch(_pattern_tokens(200), 4, 9, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = F.cross_entropy(model(x).reshape(-1, 17), y.reshape(-1)).item()
+    assert train_step(model, opt, x, y, lr=0.5, grad_clip=None) == before
+    assert opt.param_groups[0]["lr"] == 0.5
+    with torch.no_grad():
+        assert F.cross_entropy(model(x).reshape(-1, 17), y.reshape(-1)).item() < before
 
 
 def test_train_lm_bad_input() -> None:

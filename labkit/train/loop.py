@@ -1,20 +1,29 @@
 """Pretraining a causal LM (chapter 07): the Shakespeare token stream, batches, the loop, evaluation.
 
-:func:`train_lm` is AdamW with the warmup + cosine schedule of :mod:`labkit.train.schedule`. The shipped
-run that uses it (``data/tiny_llama/``) is :mod:`labkit.experiments.pretrain`.
+:func:`train_lm` is the loop written out: :func:`get_batch` → :func:`train_step` (forward → loss → backward →
+clip → lr → step) with labkit's own AdamW (:mod:`labkit.train.optim`), clipping (:mod:`labkit.train.clip`),
+the warmup + cosine schedule (:mod:`labkit.train.schedule`) and optional resumable training checkpoints
+(:mod:`labkit.train.checkpoint`). The shipped run that uses it (``data/tiny_llama/``) is
+:mod:`labkit.experiments.pretrain`.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from labkit.core.io import read_json
 from labkit.datasets.shakespeare import load_shakespeare
+from labkit.train.checkpoint import META_FILE, load_training_state, save_training_state
+from labkit.train.clip import clip_grad_norm
+from labkit.train.optim import AdamW, param_groups
 from labkit.train.schedule import lr_at
 
-__all__ = ["corpus_tokens", "get_batch", "train_lm", "evaluate", "unigram_loss"]
+__all__ = ["corpus_tokens", "get_batch", "train_step", "train_lm", "evaluate", "unigram_loss"]
 
 
 _TOKEN_CACHE: dict[tuple[int, str], Tensor] = {}
@@ -101,65 +110,113 @@ def unigram_loss(train_tokens: Tensor, eval_tokens: Tensor, vocab_size: int) -> 
     return float(-logp[eval_tokens].mean())
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices (linear layers, embedding), none on the 1-D RMSNorm gains."""
-    decay, no_decay, seen = [], [], set()
-    for _, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, lr: float,
+               grad_clip: float | None = None) -> float:
+    """One optimizer step on the batch ``x``, ``y`` (B, T): forward → loss → backward → clip → lr → step.
 
-
-def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, steps: int, batch_size: int,
-             block_size: int, lr: float, warmup: int, weight_decay: float = 0.1, grad_clip: float | None = 1.0,
-             eval_every: int = 50, seed: int = 0, min_lr: float | None = None, eval_batches: int = 8,
-             progress: bool = True) -> dict[str, list[float]]:
-    """Pretrain a causal LM with AdamW (β = 0.9, 0.95), warmup + cosine LR, gradient clipping.
-
-    Each step draws a random batch (:func:`get_batch` with a generator seeded by ``seed``), so the same
-    seed gives the same run. Every ``eval_every`` steps (and at the end) the validation loss is measured
-    with :func:`evaluate` on the first ``eval_batches`` batches of fixed windows.
-
-    Returns a history dict: ``step``, ``lr``, ``train_loss`` (every step), ``val_step``, ``val_loss``.
+    loss = mean next-token cross-entropy of ``model(x)`` (B, T, V) against ``y``; gradients are zeroed first,
+    clipped to global norm ``grad_clip`` (:func:`labkit.train.clip_grad_norm`; ``None`` = no clipping), every
+    parameter group gets learning rate ``lr``, then ``optimizer.step()``. Returns the loss (before the step).
     """
-    from tqdm import tqdm
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    loss.backward()
+    if grad_clip is not None:
+        clip_grad_norm(model.parameters(), grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    return loss.item()
 
+
+def _check_run_args(train_tokens: Tensor, val_tokens: Tensor, steps: int, block_size: int, lr: float,
+                    checkpoint_path: str | Path | None, checkpoint_every: int | None, resume: bool) -> None:
     _check_tokens(train_tokens, block_size, "train_tokens")
     _check_tokens(val_tokens, block_size, "val_tokens")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be an int >= 1 or None, got {checkpoint_every!r}")
+    if checkpoint_path is None and (checkpoint_every is not None or resume):
+        raise ValueError("checkpoint_every and resume need checkpoint_path (the folder of the training checkpoint)")
+
+
+def _resume(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+            settings: dict[str, Any]) -> tuple[int, dict[str, list[float]]]:
+    """Load the training checkpoint at ``path`` → (steps done, history so far).
+
+    The saved run's settings are checked first (nothing is loaded if they differ from ``settings``).
+    """
+    meta = read_json(Path(path) / META_FILE) if (Path(path) / META_FILE).exists() else None
+    if isinstance(meta, dict):
+        extra = meta.get("extra") or {}
+        if "settings" not in extra or "history" not in extra:
+            raise ValueError(f"{path} holds a training checkpoint that train_lm did not write (no settings and "
+                             "history in its extra); continue it with load_training_state and your own loop")
+        saved = extra["settings"]
+        diff = {k: (v, saved.get(k)) for k, v in settings.items() if saved.get(k) != v}
+        if diff:
+            raise ValueError("resume=True with other settings than the saved run: "
+                             + ", ".join(f"{k}: now {a!r}, saved {b!r}" for k, (a, b) in diff.items())
+                             + "; pass the saved settings (or start a new run in another checkpoint_path)")
+    step, extra = load_training_state(path, model, opt, gen)
+    return step, extra["history"]
+
+
+def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, steps: int, batch_size: int,
+             block_size: int, lr: float, warmup: int, weight_decay: float = 0.1, grad_clip: float | None = 1.0,
+             eval_every: int = 50, seed: int = 0, min_lr: float | None = None, eval_batches: int = 8,
+             progress: bool = True, checkpoint_path: str | Path | None = None, checkpoint_every: int | None = None,
+             resume: bool = False) -> dict[str, list[float]]:
+    """Pretrain a causal LM: labkit's :class:`AdamW` (β = 0.9, 0.95) on :func:`param_groups`, :func:`lr_at`
+    warmup + cosine (``min_lr`` defaults to lr / 10), :func:`clip_grad_norm` (``grad_clip``), :func:`train_step`.
+
+    Each step draws a random batch (:func:`get_batch` with a generator seeded by ``seed``), so the same seed gives
+    the same run. Every ``eval_every`` steps (and at the end) the validation loss is measured with
+    :func:`evaluate` on the first ``eval_batches`` batches of fixed windows.
+
+    Checkpointing: with ``checkpoint_path`` a training checkpoint (:func:`save_training_state`: weights, AdamW
+    state, step, RNGs, batch generator, settings and history) is written there every ``checkpoint_every``
+    steps and at the end. ``resume=True`` continues from it (the settings must be the saved ones) and gives
+    bit for bit the run that was never interrupted.
+
+    Returns a history dict: ``step``, ``lr``, ``train_loss`` (every step), ``val_step``, ``val_loss``.
+    """
+    _check_run_args(train_tokens, val_tokens, steps, block_size, lr, checkpoint_path, checkpoint_every, resume)
     min_lr = lr / 10 if min_lr is None else min_lr
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    settings = dict(steps=steps, batch_size=batch_size, block_size=block_size, lr=lr, warmup=warmup,
+                    min_lr=min_lr, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
+                    eval_batches=eval_batches, seed=seed, train_tokens=train_tokens.numel(),
+                    val_tokens=val_tokens.numel())
     hist: dict[str, list[float]] = {"step": [], "lr": [], "train_loss": [], "val_step": [], "val_loss": []}
+    start = 0
+    if resume:
+        start, hist = _resume(checkpoint_path, model, opt, gen, settings)
     model.train()
     # disable only when asked: otherwise tqdm's own default applies (TQDM_DISABLE=1 silences it in CI)
-    bar = tqdm(range(steps), desc="train", **({} if progress else {"disable": True}))
+    bar = tqdm(range(start, steps), desc="train", initial=start, total=steps,
+               **({} if progress else {"disable": True}))
     for step in bar:
         cur_lr = lr_at(step, lr, warmup, steps, min_lr)
-        for g in opt.param_groups:
-            g["lr"] = cur_lr
         x, y = get_batch(train_tokens, batch_size, block_size, gen)
-        logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
+        loss = train_step(model, opt, x, y, lr=cur_lr, grad_clip=grad_clip)
         hist["step"].append(step)
         hist["lr"].append(cur_lr)
-        hist["train_loss"].append(loss.item())
+        hist["train_loss"].append(loss)
         if (step + 1) % eval_every == 0 or step == steps - 1:
-            val = evaluate(model, val_tokens, block_size, batch_size, max_batches=eval_batches)
             hist["val_step"].append(step)
-            hist["val_loss"].append(val)
-            bar.set_postfix(train=f"{loss.item():.3f}", val=f"{val:.3f}")
+            hist["val_loss"].append(evaluate(model, val_tokens, block_size, batch_size, max_batches=eval_batches))
+            bar.set_postfix(train=f"{loss:.3f}", val=f"{hist['val_loss'][-1]:.3f}")
+        due = step == steps - 1 or (checkpoint_every is not None and (step + 1) % checkpoint_every == 0)
+        if checkpoint_path is not None and due:
+            save_training_state(checkpoint_path, model, opt, step + 1, gen,
+                                extra={"settings": settings, "history": hist})
     model.eval()
     return hist
-

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import pytest
+import regex
 
 from labkit.datasets import shakespeare as corpus
 from labkit.tokenizer import (
     COURSE_SPECIAL_TOKENS,
+    GPT2_SPLIT_PATTERN,
     GPT4_SPLIT_PATTERN,
     BPETokenizer,
     from_tiktoken,
@@ -20,6 +23,7 @@ from labkit.tokenizer import (
     load_shakespeare_tokenizer,
     merge_pair,
     split_chunks,
+    stream_pretokens,
     train_merges_fast,
     train_merges_slow,
 )
@@ -387,3 +391,244 @@ def test_cl100k_parity_random_strings(cl100k, tiktoken_enc, seed):
     for _ in range(150):
         s = "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(rng.randint(0, 60)))
         assert cl100k.encode(s, allowed_special="none") == tiktoken_enc.encode(s, disallowed_special=()), s
+
+
+# ---- tie-breaking in training ------------------------------------------------------------------------------
+@pytest.mark.parametrize("trainer", [train_merges_slow, train_merges_fast], ids=["slow", "fast"])
+def test_ties_go_to_the_smallest_id_pair(trainer):
+    # every pair occurs once: the lexicographically smallest (a, b) wins, not the first pair in the text
+    # ("first seen" would pick (99, 100)) and not the largest (a flipped rule would pick (99, 100) too)
+    assert trainer(["cd", "ab"], 2) == ([(97, 98), (99, 100)], [1, 1])
+    # the first element decides before the second: (97, 122) 'a'+'z' beats (98, 97) 'b'+'a' although 122 > 97
+    assert trainer(["ba", "az"], 1) == ([(97, 122)], [1])
+    # a tie is decided only among the pairs with the top count: (99, 100) occurs twice and wins over (97, 98)
+    assert trainer(["ab", "cd", "cd"], 1) == ([(99, 100)], [2])
+    # "ab cd" pre-splits to ["ab", " cd"]: (32, 99) ' '+'c' < (97, 98) < (99, 100); then the new id 256 loses
+    # the tie (97, 98) vs (256, 100) because 97 < 256 (the notebook's example)
+    assert trainer(split_chunks("ab cd"), 3) == ([(32, 99), (97, 98), (256, 100)], [1, 1, 1])
+
+
+def test_tokenizer_train_breaks_ties_by_smallest_pair():
+    for fast in (True, False):
+        tok = BPETokenizer.train("ab cd", 256 + 3, special_tokens=(), fast=fast)
+        assert tok.merge_table() == ["256: ' ' + 'c' -> ' c'", "257: 'a' + 'b' -> 'ab'", "258: ' c' + 'd' -> ' cd'"]
+
+
+# ---- streaming encode (encode_iterable) ----------------------------------------------------------------------
+STREAM_STRINGS = [
+    "a\n\n  b",
+    "a\r\n\r\nb \r\n  c\n\n\n   \t d",
+    "don't we'll I'LL he'D you've THEY'RE ' 'l 'll 'v 've x'l x'll 's'''s",
+    "12 1234567 3.14159 -42 1e-9 ١٢٣٤ ½ 2024年",
+    "   leading and trailing   \n\n\t",
+    "e\u0301 vs é, 中文，汉字！ 𪚥 🤗🎉 👨\u200d👩\u200d👧 🇨🇳 ｆｕｌｌ",
+    "x .\n y ...\n\n!!! ?? ;\r\n",
+    "\x00\x01 control \x7f \x1c\x1d chars \u2028 \u00a0 nbsp \u3000 ideographic",
+    "def f(x):\n    return x ** 2  # code\n\n\n    pass",
+    "<|user|>Hi<|end|><|assistant|>Hello, I'll<|end|>\n\n<|endoftext|>  <|end <|endoftext|<|end|>",
+]
+
+
+def _random_chunks(rng: random.Random, s: str) -> list[str]:
+    """Cut ``s`` at random places: empty chunks, single characters, long pieces, sometimes one whole chunk."""
+    if rng.random() < 0.1:
+        return [s]
+    cuts = sorted(rng.randint(0, len(s)) for _ in range(rng.randint(0, len(s) + 2)))
+    return [s[a:b] for a, b in zip([0, *cuts], [*cuts, len(s)])]
+
+
+@pytest.fixture(scope="module")
+def stream_tokenizers(shakespeare_text, cl100k):
+    text = shakespeare_text[:20_000] + " we'll they're I've 1234 \r\n\r\n"
+    return {
+        "shipped-gpt4": load_shakespeare_tokenizer(),
+        "cl100k": cl100k,
+        "gpt2": BPETokenizer.train(text, 256 + 80 + 6, pattern=GPT2_SPLIT_PATTERN),
+        "no-split": BPETokenizer.train(text[:3000], 256 + 30 + 6, pattern=None),
+        "other-pattern": BPETokenizer.train(text[:3000], 256 + 30 + 6, pattern=r"\w+|\s+|[^\w\s]+"),
+    }
+
+
+@pytest.mark.parametrize("name", ["shipped-gpt4", "cl100k", "gpt2", "no-split", "other-pattern"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_encode_iterable_equals_encode_for_any_chunking(stream_tokenizers, name, seed):
+    tok = stream_tokenizers[name]
+    rng = random.Random(seed)
+    for s in STREAM_STRINGS + [rng.choice(HARD_STRINGS) + rng.choice(STREAM_STRINGS) for _ in range(4)]:
+        refs = {a: tok.encode(s, allowed_special=a) for a in ("all", "none")}
+        some = set(list(tok.special_tokens)[::2])
+        refs_some = tok.encode(s, allowed_special=some)
+        pieces = [m for m in (tok._regex.findall(s) if tok._regex else [s])]
+        for _ in range(25):
+            chunks = _random_chunks(rng, s)
+            assert "".join(chunks) == s
+            buffer_chars = rng.choice([1, 1, 2, 3, 5, 8, 100_000])
+            for a, ref in refs.items():
+                got = list(tok.encode_iterable(iter(chunks), allowed_special=a, buffer_chars=buffer_chars))
+                assert got == ref, (name, s, chunks, a, buffer_chars)
+            assert list(tok.encode_iterable(chunks, allowed_special=some, buffer_chars=buffer_chars)) == refs_some
+            # the pre-split itself (independent of the merges): exactly the regex's pieces of the whole text
+            got_pieces = [t for t, _ in stream_pretokens(chunks, tok._regex, buffer_chars=buffer_chars)]
+            assert got_pieces == pieces, (name, s, chunks)
+
+
+def test_encode_iterable_worked_examples(stream_tokenizers):
+    tok = stream_tokenizers["shipped-gpt4"]
+    s = "a\n\n  b"
+    lines = s.splitlines(keepends=True)
+    assert lines == ["a\n", "\n", "  b"]
+    per_line = [i for line in lines for i in tok.encode(line)]
+    assert per_line != tok.encode(s)  # '\n' + '\n' instead of '\n\n': line by line is not the whole text
+    assert list(tok.encode_iterable(lines, buffer_chars=1)) == tok.encode(s)
+    assert list(tok.encode_iterable([])) == [] and list(tok.encode_iterable(["", ""])) == []
+    assert list(tok.encode_iterable(s)) == tok.encode(s)  # a str is an iterable of 1-character chunks
+    gpt4, gpt2 = regex.compile(GPT4_SPLIT_PATTERN), regex.compile(GPT2_SPLIT_PATTERN)
+    cases = [  # (pattern, chunks, whole-text pre-split): each boundary changes a pre-token that was not last
+        (gpt4, ["a\r", "\nb"], ["a", "\r\n", "b"]),
+        (gpt4, ["a ", " b"], ["a", " ", " b"]),
+        (gpt4, ["1", "23", "45"], ["123", "45"]),
+        (gpt4, ["x'", "ll"], ["x", "'ll"]),
+        (gpt2, ["'l", "l"], ["'ll"]),  # GPT-2: "'l" is ["'", "l"], so "'" is not final after 2 characters
+        (gpt2, ["x'v", "e y"], ["x", "'ve", " y"]),
+    ]
+    for pattern, chunks, whole in cases:
+        assert pattern.findall("".join(chunks)) == whole
+        assert [t for t, _ in stream_pretokens(chunks, pattern, buffer_chars=1)] == whole
+
+
+def test_streaming_rule_is_needed(monkeypatch):
+    """The tests above can fail: weaker rules give wrong pre-tokens on the worked examples."""
+    from labkit.tokenizer import stream
+
+    gpt4, gpt2 = regex.compile(GPT4_SPLIT_PATTERN), regex.compile(GPT2_SPLIT_PATTERN)
+    monkeypatch.setattr(stream, "_LOOKAHEAD", 1)  # rule 1 only ("all but the last pre-token")
+    assert [t for t, _ in stream_pretokens(["'l", "l"], gpt2, buffer_chars=1)] == ["'", "ll"]  # wrong
+    assert [t for t, _ in stream_pretokens(["'l", "l"], gpt4, buffer_chars=1)] == ["'ll"]  # GPT-4 needs rule 1 only
+
+    def emit_everything(region, split_regex):  # no hold-back at all
+        ms = list(split_regex.finditer(region))
+        yield from ((m.group(), False) for m in ms)
+        return ms[-1].end() if ms else 0
+
+    monkeypatch.setattr(stream, "_final_pretokens", emit_everything)
+    assert [t for t, _ in stream_pretokens(["a\n", "\n", "  b"], gpt4, buffer_chars=1)] != ["a", "\n\n", " ", " b"]
+
+
+def test_special_token_split_across_chunks(stream_tokenizers):
+    tok = stream_tokenizers["cl100k"]
+    s = "x<|endoftext|>y<|fim_prefix|>"
+    eot, fim = tok.special_tokens["<|endoftext|>"], tok.special_tokens["<|fim_prefix|>"]
+    for cut in range(len(s) + 1):
+        chunks = [s[:cut], s[cut:]]
+        assert list(tok.encode_iterable(chunks, allowed_special="all", buffer_chars=1)) == tok.encode(s, "all")
+        assert list(tok.encode_iterable(chunks, allowed_special="all", buffer_chars=1)).count(eot) == 1
+        only_fim = list(tok.encode_iterable(chunks, allowed_special={"<|fim_prefix|>"}, buffer_chars=1))
+        assert only_fim == tok.encode(s, {"<|fim_prefix|>"}) and eot not in only_fim and fim in only_fim
+        with pytest.raises(ValueError, match="allowed_special"):  # the default refuses them, even when cut
+            list(tok.encode_iterable(chunks, buffer_chars=1))
+    # one special token a prefix of another: the longer one wins at a position, also when it arrives late
+    nested = BPETokenizer({}, special_tokens={"<s>": 300, "<s>x": 301, "<|s|>": 302})
+    for chunks in (["<s>", "x<s>"], ["<", "s>", "", "x", "<s", ">"], ["<s>x<s>"]):
+        got = list(nested.encode_iterable(chunks, allowed_special="all", buffer_chars=1))
+        assert got == nested.encode("<s>x<s>", allowed_special="all") == [301, 300]
+
+
+def test_stream_work_is_linear(monkeypatch):
+    """A long whitespace run fed one character at a time stays pending, but is not re-split every time:
+    the buffer is split only when max(buffer_chars, len(pending)) new characters arrived."""
+    from labkit.tokenizer import stream
+
+    scanned = []
+    real_emit = stream._emit
+
+    def counting_emit(buf, *args, **kwargs):
+        scanned.append(len(buf))
+        return (yield from real_emit(buf, *args, **kwargs))
+
+    monkeypatch.setattr(stream, "_emit", counting_emit)
+    text = "word" + " " * 50_000 + "x" + "\n" * 30_001 + "end"
+    got = [t for t, _ in stream_pretokens(iter(text), regex.compile(GPT4_SPLIT_PATTERN), buffer_chars=64)]
+    assert got == regex.findall(GPT4_SPLIT_PATTERN, text)
+    assert sum(scanned) <= 4 * len(text), (sum(scanned), len(text))  # 1 character per split would be ~1.3e9
+
+
+def test_encode_iterable_bad_input(stream_tokenizers):
+    tok = stream_tokenizers["shipped-gpt4"]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="buffer_chars"):
+            tok.encode_iterable(["abc"], buffer_chars=bad)  # raised at the call, before iterating
+    with pytest.raises(TypeError, match="chunks"):
+        tok.encode_iterable(b"abc")
+    with pytest.raises(TypeError, match="chunks"):
+        tok.encode_iterable(42)
+    with pytest.raises(TypeError, match="chunks"):
+        list(tok.encode_iterable(["abc", b"def"]))  # found while streaming
+    with pytest.raises(ValueError, match="allowed_special"):
+        tok.encode_iterable(["abc"], allowed_special="some")
+    with pytest.raises(ValueError, match="allowed_special"):
+        tok.encode_iterable(["abc"], allowed_special={"<|nope|>"})
+
+
+def _shakespeare_like_file(path, n_chars: int, words: list[str], seed: int = 0) -> str:
+    """Lines of 3-12 corpus words, some punctuation, indents, numbers, contractions, blank lines."""
+    rng = random.Random(seed)
+    lines, total = [], 0
+    while total < n_chars:
+        line = " ".join(rng.choices(words, k=rng.randint(3, 12)))
+        r = rng.random()
+        if r < 0.3:
+            line += rng.choice([",", ".", ";", ":", "!", "?", "--"])
+        elif r < 0.35:
+            line = "    " + line
+        elif r < 0.4:
+            line += f" {rng.randint(0, 99_999)}"
+        elif r < 0.45:
+            line = line.replace(" ", "'ll ", 1)
+        line += "\n" if rng.random() < 0.9 else "\n\n"
+        lines.append(line)
+        total += len(line)
+    text = "".join(lines)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def _count_and_sha256(ids) -> tuple[int, str]:
+    """Consume ids in batches of 8192 without keeping them: (how many, sha256 of their uint16 bytes)."""
+    import array
+    import hashlib
+    import itertools
+
+    h, n, it = hashlib.sha256(), 0, iter(ids)
+    while batch := list(itertools.islice(it, 8192)):
+        h.update(array.array("H", batch).tobytes())
+        n += len(batch)
+    return n, h.hexdigest()
+
+
+def test_encode_iterable_memory_does_not_grow(tmp_path, shakespeare_text):
+    """Peak traced memory of streaming a file is the same for N and 4N characters, and small.
+
+    Sizes: N = 768k characters, 4N = 3.1M (tracemalloc slows Python ~3x; this test takes ~10 s on 2 cores).
+    The chunk cache is warmed first (by the full comparison on the N file): it is a separate memo, capped
+    at 200 000 entries, not streaming state.
+    """
+    import tracemalloc
+
+    words = [w for w, _ in Counter(regex.findall(r"\p{L}+", shakespeare_text)).most_common(3000)]
+    n = 768 * 1024
+    texts = {k: _shakespeare_like_file(tmp_path / f"{k}.txt", k * n, words) for k in (1, 4)}
+    tok = load_shakespeare_tokenizer()
+    with open(tmp_path / "1.txt", encoding="utf-8") as f:  # exact, id by id, on the N file
+        assert list(tok.encode_iterable(f)) == tok.encode(texts[1])
+    peaks = {}
+    for k, text in texts.items():
+        ref = _count_and_sha256(tok.encode(text))
+        tracemalloc.start()
+        with open(tmp_path / f"{k}.txt", encoding="utf-8") as f:
+            got = _count_and_sha256(tok.encode_iterable(f))
+        peaks[k] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert got == ref, k
+    assert ref[0] > 1_000_000  # the 4N file really is ~1.4M tokens
+    assert peaks[4] < 2_000_000, peaks  # measured ~0.5 MB: one 64k-character batch, its lines and pre-tokens
+    assert abs(peaks[4] - peaks[1]) < 0.25 * peaks[1], peaks  # 4x the text, the same peak

@@ -10,7 +10,8 @@ replaces it by a new id; the ordered list of those merges *is* the tokenizer::
 The pieces live next to this module: the pre-split regexes and special tokens in
 :mod:`labkit.tokenizer.pretokenize`, the two trainers (:func:`train_merges_slow`, :func:`train_merges_fast`)
 and their pair-counting convention in :mod:`labkit.tokenizer.train`, GPT-4's merges in
-:mod:`labkit.tokenizer.cl100k`, and the shipped Shakespeare tokenizer in :mod:`labkit.tokenizer.shipped`.
+:mod:`labkit.tokenizer.cl100k`, the shipped Shakespeare tokenizer in :mod:`labkit.tokenizer.shipped`, and the
+streaming pre-split behind :meth:`BPETokenizer.encode_iterable` in :mod:`labkit.tokenizer.stream`.
 
 Ids: for a tokenizer trained here, ids 0–255 are the raw bytes, merge ``i`` creates id ``256 + i`` and
 the special tokens come last. :func:`from_tiktoken` keeps tiktoken's own ids (its single bytes are not
@@ -25,18 +26,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
-
-import regex
+from typing import Iterable, Iterator, Literal, Sequence
 
 from labkit.core.io import atomic_write_text
 from labkit.tokenizer.pretokenize import (
     COURSE_SPECIAL_TOKENS,
     GPT4_SPLIT_PATTERN,
     _compile,
+    _special_regex,
     _strip_specials,
     split_chunks,
 )
+from labkit.tokenizer.stream import BUFFER_CHARS, stream_pretokens
 from labkit.tokenizer.train import Pair, merge_pair, train_merges_fast, train_merges_slow
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "BPETokenizer"]
@@ -108,7 +109,8 @@ class BPETokenizer:
         special_tokens: Sequence[str] = COURSE_SPECIAL_TOKENS,
         fast: bool = True,
     ) -> "BPETokenizer":
-        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``: each merges the most frequent
+        pair; equal counts go to the lexicographically smallest id pair ``(a, b)`` (:mod:`labkit.tokenizer.train`).
 
         Args:
             text: training text. Occurrences of special-token strings are cut out first (never learned).
@@ -200,6 +202,25 @@ class BPETokenizer:
             out.extend(self._encode_chunk(c))
         return out
 
+    def _allowed_specials(self, allowed_special: object) -> tuple[dict[str, int], bool]:
+        """``allowed_special`` → (special tokens to match, raise if any special string appears)."""
+        if allowed_special == "all":
+            return dict(self.special_tokens), False
+        if allowed_special in ("none", "none_raise"):
+            return {}, allowed_special == "none_raise"
+        if isinstance(allowed_special, (set, frozenset)):
+            unknown = set(allowed_special) - set(self.special_tokens)
+            if unknown:
+                raise ValueError(f"allowed_special names unknown special tokens {sorted(unknown)}; "
+                                 f"known: {sorted(self.special_tokens)}")
+            return {s: self.special_tokens[s] for s in allowed_special}, False
+        raise ValueError(f"allowed_special must be 'all', 'none', 'none_raise' or a set of names, "
+                         f"got {allowed_special!r}")
+
+    def _special_in_text_error(self, found: list[str]) -> ValueError:
+        return ValueError(f"text contains special token(s) {found}; pass allowed_special='all' (or a set of "
+                          "names) to encode them as special ids, or allowed_special='none' to treat them as text")
+
     def encode(
         self,
         text: str,
@@ -216,36 +237,57 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}; decode bytes first")
-        if allowed_special == "all":
-            allowed = dict(self.special_tokens)
-        elif allowed_special in ("none", "none_raise"):
-            allowed = {}
-            if allowed_special == "none_raise":
-                found = [s for s in self.special_tokens if s in text]
-                if found:
-                    raise ValueError(
-                        f"text contains special token(s) {found}; pass allowed_special='all' (or a set of "
-                        "names) to encode them as special ids, or allowed_special='none' to treat them as text"
-                    )
-        elif isinstance(allowed_special, (set, frozenset)):
-            unknown = set(allowed_special) - set(self.special_tokens)
-            if unknown:
-                raise ValueError(f"allowed_special names unknown special tokens {sorted(unknown)}; "
-                                 f"known: {sorted(self.special_tokens)}")
-            allowed = {s: self.special_tokens[s] for s in allowed_special}
-        else:
-            raise ValueError(f"allowed_special must be 'all', 'none', 'none_raise' or a set of names, "
-                             f"got {allowed_special!r}")
+        allowed, must_raise = self._allowed_specials(allowed_special)
+        if must_raise:
+            found = [s for s in self.special_tokens if s in text]
+            if found:
+                raise self._special_in_text_error(found)
         if not allowed:
             return self.encode_ordinary(text)
-        pat = "(" + "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
         out: list[int] = []
-        for part in regex.split(pat, text):
+        for part in _special_regex(allowed).split(text):
             if part in allowed:
                 out.append(allowed[part])
             elif part:
                 out.extend(self.encode_ordinary(part))
         return out
+
+    def encode_iterable(
+        self,
+        chunks: Iterable[str],
+        allowed_special: Literal["all", "none", "none_raise"] | set[str] | frozenset[str] = "none_raise",
+        *,
+        buffer_chars: int = BUFFER_CHARS,
+    ) -> Iterator[int]:
+        """Streaming encode (流式编码): the ids of ``encode("".join(chunks), allowed_special)``, yielded one by
+        one in memory that does not grow with the text, e.g. ``encode_iterable(open(path, encoding="utf-8"))``.
+
+        Exact for *any* chunking (a word, ``"\\r\\n"``, a whitespace run or a special-token string cut
+        between chunks, empty chunks, one giant chunk), unlike encoding chunk by chunk:
+        ``encode("a\\n") + encode("\\n") + encode("  b") != encode("a\\n\\n  b")``.
+
+        Rule (proof in :mod:`labkit.tokenizer.stream`): buffer the text and pre-split it; a pre-token is final
+        once another pre-token follows it *and* the buffer holds at least 3 characters from its start (GPT-2's
+        ``"'l"`` is ``'`` + ``l`` until a third character makes it ``'ll``); the rest waits for more text. A
+        special-token match is final once the longest special token would fit after its start.
+
+        Memory: the unfinished tail + one batch of ``buffer_chars`` characters (+ the chunk cache, at most
+        200 000 entries), for the GPT-2/GPT-4 patterns. Any other ``pattern`` (or ``None``) buffers the whole
+        text between special tokens (still exact). With ``"none_raise"`` the ``ValueError`` comes when the
+        stream reaches a special-token string (ids before it were already yielded).
+        """
+        allowed, must_raise = self._allowed_specials(allowed_special)
+        specials = list(self.special_tokens) if must_raise else list(allowed)
+        return self._iter_ids(stream_pretokens(chunks, self._regex, specials, buffer_chars=buffer_chars), allowed)
+
+    def _iter_ids(self, pieces: Iterator[tuple[str, bool]], allowed: dict[str, int]) -> Iterator[int]:
+        for text, is_special in pieces:
+            if not is_special:
+                yield from self._encode_chunk(text)
+            elif text in allowed:
+                yield allowed[text]
+            else:
+                raise self._special_in_text_error([text])
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         """Token ids → string. Byte sequences that are not valid UTF-8 (a cut-off character) become

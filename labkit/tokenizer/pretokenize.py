@@ -42,13 +42,18 @@ def _compile(pattern: str) -> regex.Pattern:
         raise ValueError(f"pattern is not a valid regex: {e}; use GPT4_SPLIT_PATTERN or fix the expression") from e
 
 
+def _special_regex(special_tokens: Iterable[str]) -> regex.Pattern:
+    """One capturing alternation of the special-token strings, longest first, so that at one position the
+    longest special token wins (``<|endoftext|>`` before a hypothetical ``<|end``)."""
+    return regex.compile("(" + "|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True)) + ")")
+
+
 def _strip_specials(text: str, special_tokens: Iterable[str]) -> list[str]:
     """Split ``text`` around special-token strings so they are never learned as ordinary text."""
     specials = [s for s in special_tokens if s]
     if not specials:
         return [text]
-    pat = "(" + "|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")"
-    return [part for part in regex.split(pat, text) if part and part not in specials]
+    return [part for part in _special_regex(specials).split(text) if part and part not in specials]
 
 
 def split_chunks(text: str, pattern: str | None = GPT4_SPLIT_PATTERN) -> list[str]:

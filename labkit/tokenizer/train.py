@@ -10,8 +10,16 @@ a new id). Two trainers give the same merges (tests check it):
   pair → chunks, plus a max-heap with lazy deletion).
 
 Pair counting convention (both trainers): all adjacent pairs, overlapping ones included, so ``"aaa"``
-counts ``(a, a)`` twice; a merge rewrites left to right (``"aaa"`` → ``["aa", "a"]``). Ties in the count
-are broken by the smaller pair ``(a, b)``, so training is deterministic. Merge ``i`` creates id ``256 + i``.
+counts ``(a, a)`` twice; a merge rewrites left to right (``"aaa"`` → ``["aa", "a"]``). Merge ``i`` creates
+id ``256 + i``.
+
+Tie-breaking (平局决胜): when several pairs share the highest count, the **lexicographically smallest id pair**
+``(a, b)`` is merged (smaller ``a`` first, then smaller ``b``), i.e. the pair minimising ``(-count, a, b)``.
+Ids 0–255 are the byte values, so among byte pairs the rule follows byte order, and a merged token (id ≥ 256)
+loses ties against byte pairs with a smaller first element. Example: in the chunks ``["ab", " cd"]`` the pairs
+``(97, 98)`` ``'a'+'b'``, ``(32, 99)`` ``' '+'c'`` and ``(99, 100)`` ``'c'+'d'`` all occur once; the first merge
+is ``(32, 99)`` (32 < 97 < 99), not the first pair in the text. Training is deterministic, but other trainers
+break ties differently (first pair seen, their own internal ids), so merge lists can differ on ties.
 """
 from __future__ import annotations
 
@@ -72,7 +80,7 @@ def _merge_with_sites(ids: Sequence[int], pair: Pair, new_id: int) -> tuple[list
 
 
 def _best_pair(counts: dict[Pair, int]) -> tuple[Pair, int]:
-    """Most frequent pair; ties go to the smaller pair (deterministic)."""
+    """Most frequent pair; ties go to the lexicographically smallest ``(a, b)`` (module docstring)."""
     pair = min(counts, key=lambda p: (-counts[p], p))
     return pair, counts[pair]
 
@@ -84,6 +92,9 @@ def _check_num_merges(num_merges: int) -> None:
 
 def train_merges_slow(chunks: Iterable[str], num_merges: int) -> tuple[list[Pair], list[int]]:
     """The clear trainer: recount every pair of the whole corpus for every merge. O(n · merges).
+
+    Each step merges the most frequent pair; a tie in the count goes to the lexicographically smallest id
+    pair ``(a, b)``: ``train_merges_slow(["cd", "ab"], 1)`` → ``([(97, 98)], [1])``, although ``"cd"`` comes first.
 
     Args:
         chunks: pre-split text pieces (every occurrence, in order).
@@ -120,7 +131,9 @@ def train_merges_fast(chunks: Iterable[str], num_merges: int) -> tuple[list[Pair
        then rewrite only the chunks in ``where[p]``, and in them update only the pairs that touch a
        merge site: for ``x a b y`` → ``x Z y`` subtract ``(x,a), (a,b), (b,y)``, add ``(x,Z), (Z,y)``.
 
-    Cost per merge ∝ the size of the chunks that actually contain the pair, not the corpus size.
+    Cost per merge ∝ the size of the chunks that actually contain the pair, not the corpus size. Ties: the
+    heap holds ``(-count, (a, b))``, so among equal counts it pops the smallest pair, the same rule as
+    :func:`train_merges_slow` (lexicographically smallest ``(a, b)``).
     """
     _check_num_merges(num_merges)
     freq_by_chunk = Counter(chunks)

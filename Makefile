@@ -83,13 +83,13 @@ doctor: setup
 	$(PY) -m labkit doctor
 
 manifest: setup
-	$(PY) -m labkit manifest
+	$(PY) -m labkit manifest --write
 
 data: setup
 	$(PY) -m labkit.datasets.shakespeare
 	$(PY) -m labkit.experiments.tokenizer
 	$(PY) -m labkit.experiments.world --seed 0 --out data/world --embed
-	$(PY) -m labkit manifest
+	$(PY) -m labkit manifest --write
 
 clean:
 	rm -rf student .pytest_cache

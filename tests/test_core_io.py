@@ -45,3 +45,36 @@ def test_validators_name_the_argument():
         require_token_ids(torch.zeros(1, 3, dtype=torch.long), batch=2)
     ids = torch.zeros(2, 3, dtype=torch.long)
     assert require_token_ids(ids, batch=2) is ids and require_positive(2, "x", "") == 2.0
+
+
+def test_new_validators_name_the_argument_and_the_fix(tmp_path):
+    from labkit.core.validate import (
+        require_finite,
+        require_float_tensor,
+        require_ids_in_vocab,
+        require_in_range,
+        require_int,
+        working_dtype,
+    )
+
+    with pytest.raises(TypeError, match="`x` must be a floating-point tensor, got dtype torch.int64"):
+        require_float_tensor(torch.zeros(2, dtype=torch.long), "x")
+    with pytest.raises(ValueError, match="`n` must be >= 1, got 0; count them"):
+        require_int(0, "n", 1, "count them")
+    with pytest.raises(TypeError, match="`n` must be an int, got bool"):
+        require_int(True, "n", 1, "count them")
+    with pytest.raises(ValueError, match=r"`gamma` must be in \[0, 1\], got nan"):
+        require_in_range(float("nan"), "gamma", 0.0, 1.0, "a discount")
+    with pytest.raises(ValueError, match="`w` holds 1 NaN and 2 inf value"):
+        require_finite(torch.tensor([1.0, float("nan"), float("inf"), -float("inf")]), "w", "clean it")
+    with pytest.raises(ValueError, match=r"`ids` holds id 9 outside \[0, V=5\)"):
+        require_ids_in_vocab(torch.tensor([[0, 9]]), "ids", 5)
+    require_ids_in_vocab(torch.tensor([[0, -100]]), "ids", 5, ignore_index=-100)
+    with pytest.raises(ValueError, match=r"-100 outside"):
+        require_ids_in_vocab(torch.tensor([[0, -100]]), "ids", 5)
+    with pytest.raises(TypeError, match="`a` must be a torch.Tensor"):
+        require_same_shape([1.0], torch.zeros(1), "a", "b")
+    assert working_dtype(torch.bfloat16) == working_dtype(torch.float16) == working_dtype(torch.int64) == torch.float32
+    assert working_dtype(torch.float64) == working_dtype(torch.float32, torch.float64) == torch.float64
+    with pytest.raises(ValueError, match="is not a file"):
+        read_json(tmp_path)

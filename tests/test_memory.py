@@ -262,3 +262,24 @@ def test_loss_scaler_bad_input():
                      ({"growth_factor": 1.0}, "growth_factor"), ({"growth_interval": 0}, "growth_interval")]:
         with pytest.raises(ValueError, match=word):
             M.DynamicLossScaler(**kw)
+
+
+def test_fit_power_law_bad_input():
+    """A zero, a negative or a NaN point has no logarithm: it used to give NaN (x = 0) or an internal assert
+    (y < 0); now each names the argument. All x equal leaves the exponent undefined."""
+    with pytest.raises(ValueError, match=r"every `x` must be finite and > 0 .* got 0\.0"):
+        M.fit_power_law([0, 1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match=r"every `y` must be finite and > 0 .* got -2\.0"):
+        M.fit_power_law([1, 2, 3], [1, -2, 3])
+    with pytest.raises(ValueError, match="every `y`"):
+        M.fit_power_law([1, 2, 3], [1, float("nan"), 3])
+    with pytest.raises(ValueError, match="all x are equal"):
+        M.fit_power_law([2, 2], [1, 3])
+    with pytest.raises(ValueError, match="at least two"):
+        M.fit_power_law([1, 2], [1, 2, 3])
+    with pytest.raises(TypeError, match="`fn` must be a callable"):
+        M.peak_tensor_bytes(3)
+    with pytest.raises(TypeError, match="`fn` must be a callable"):
+        M.saved_activation_bytes(3)
+    p, c = M.fit_power_law([1.5, 3.0, 6.0, 12.0], [0.5 * 1.5 ** 1.7, 0.5 * 3 ** 1.7, 0.5 * 6 ** 1.7, 0.5 * 12 ** 1.7])
+    assert p == pytest.approx(1.7) and c == pytest.approx(0.5)

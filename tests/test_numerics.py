@@ -104,3 +104,14 @@ def test_ce_gradient_is_softmax_minus_onehot():
     N.cross_entropy(z, y).backward()
     expected = (torch.softmax(z.detach(), -1) - F.one_hot(y, 7)) / 3
     torch.testing.assert_close(z.grad, expected, rtol=0, atol=1e-12)
+
+
+def test_softmax_over_an_empty_dim_is_an_error():
+    """An empty slice has no maximum: torch's amax raised an IndexError from deep inside; now a ValueError."""
+    for fn in (N.stable_softmax, N.logsumexp, N.log_softmax):
+        with pytest.raises(ValueError, match="size 0 along dim -1"):
+            fn(torch.zeros(3, 0))
+        with pytest.raises(ValueError, match=r"`dim` \(2\) is out of range"):
+            fn(torch.zeros(3, 4), dim=2)
+    assert N.stable_softmax(torch.zeros(0, 4)).shape == (0, 4)          # no rows is fine: nothing to do
+    torch.testing.assert_close(N.stable_softmax(torch.tensor(3.0)), torch.softmax(torch.tensor(3.0), -1))

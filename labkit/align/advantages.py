@@ -4,21 +4,26 @@
     returns G_t = Σ_k γ^k r_{t+k}
     whiten  (x − mean) / std over the masked positions
 
-Shapes: rewards and values (T,) or (B, T); masks are bool tensors of the same shape.
+Shapes: rewards and values (T,) or (B, T); masks are bool tensors of the same shape. Computed in at least
+float32 and never below the inputs' precision (float64 stays float64).
 """
 from __future__ import annotations
 
 import torch
 
-from labkit.core.validate import require_same_shape, require_tensor
+from labkit.core.validate import require_in_range, require_same_shape, require_tensor, working_dtype
 
 __all__ = ["masked_mean", "gae", "discounted_returns", "whiten"]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of ``x`` over the positions where ``mask`` is True (all positions if ``mask`` is None)."""
+    require_tensor(x, "x")
     if mask is None:
+        if x.numel() == 0:
+            raise ValueError("`x` is empty; there is nothing to average (pass a non-empty batch)")
         return x.mean()
+    require_tensor(mask, "mask")
     require_same_shape(x, mask, "x", "mask")
     m = mask.to(x.dtype)
     n = m.sum()
@@ -40,7 +45,8 @@ def _as_2d(rewards: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, t
     squeeze = rewards.dim() == 1
     if squeeze:
         rewards, values = rewards.unsqueeze(0), values.unsqueeze(0)
-    return rewards.float(), values.float(), squeeze
+    dt = working_dtype(rewards.dtype, values.dtype)       # float64 stays float64
+    return rewards.to(dt), values.to(dt), squeeze
 
 
 def gae(
@@ -60,12 +66,12 @@ def gae(
         lam: λ ∈ [0, 1].
 
     Returns:
-        (advantages, returns), each the shape of ``rewards``, detached.
+        (advantages, returns), each the shape of ``rewards``, detached, in at least float32 (float64 inputs
+        give float64).
     """
     r, v, squeeze = _as_2d(rewards, values)
-    for name, x in (("gamma", gamma), ("lam", lam)):
-        if not 0.0 <= float(x) <= 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1], got {x}")
+    require_in_range(gamma, "gamma", 0.0, 1.0, "the discount is a probability-like weight; 1.0 is usual for RLHF")
+    require_in_range(lam, "lam", 0.0, 1.0, "λ interpolates TD (0) and Monte Carlo (1); 0.95 is usual")
     r, v = r.detach(), v.detach()
     T = r.shape[1]
     adv = torch.zeros_like(r)
@@ -82,8 +88,15 @@ def gae(
 
 
 def discounted_returns(rewards: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
-    """G_t = Σ_k γ^k r_{t+k} for (T,) or (B, T) rewards (an independent check of GAE with λ = 1)."""
-    r = rewards.float()
+    """G_t = Σ_k γ^k r_{t+k} for (T,) or (B, T) rewards (an independent check of GAE with λ = 1).
+
+    Summed in float64; returned in the rewards' dtype, at least float32 (float64 stays float64).
+    """
+    require_tensor(rewards, "rewards")
+    if rewards.dim() not in (1, 2):
+        raise ValueError(f"`rewards` must be 1-D (T,) or 2-D (B, T), got shape {tuple(rewards.shape)}")
+    require_in_range(gamma, "gamma", 0.0, 1.0, "γ > 1 makes later rewards count more and the sum diverge")
+    r = rewards.to(working_dtype(rewards.dtype))
     T = r.shape[-1]
     k = torch.arange(T, dtype=torch.float64)
     # W[t, s] = γ^(s−t) for s ≥ t, else 0;  G = r @ Wᵀ
@@ -92,7 +105,7 @@ def discounted_returns(rewards: torch.Tensor, gamma: float = 1.0) -> torch.Tenso
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True) -> torch.Tensor:
-    """(x − mean) / std over the masked positions (advantage normalisation)."""
+    """(x − mean) / std over the masked positions (advantage normalisation); a constant x gives 0 (not NaN)."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     out = (x - mean) * torch.rsqrt(var + 1e-8)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from labkit.align.policy import _logits, _progress
-from labkit.core.validate import require_positive, require_same_shape, require_tensor
+from labkit.core.validate import require_float_tensor, require_int, require_positive, require_same_shape
 from labkit.model.logprobs import sequence_logprobs
 
 __all__ = ["dpo_loss", "DPOConfig", "DPOTrainer"]
@@ -48,8 +48,11 @@ def dpo_loss(
     names = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
     xs = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     for x, n in zip(xs, names):
-        require_tensor(x, n)
+        require_float_tensor(x, n)
         require_same_shape(x, policy_chosen_logps, n, "policy_chosen_logps")
+    if policy_chosen_logps.dim() != 1 or policy_chosen_logps.numel() == 0:
+        raise ValueError(f"`policy_chosen_logps` must be a non-empty (B,) tensor of sequence log-probs, got shape "
+                         f"{tuple(policy_chosen_logps.shape)}; an empty batch has no loss (its mean would be NaN)")
     b = require_positive(beta, "beta", "β → 0 removes the preference signal; try 0.1 (0.1–0.5 is common)")
     chosen = b * (policy_chosen_logps - ref_chosen_logps.detach())
     rejected = b * (policy_rejected_logps - ref_rejected_logps.detach())
@@ -71,6 +74,10 @@ class DPOConfig:
 
     def __post_init__(self) -> None:
         require_positive(self.beta, "beta", "β → 0 removes the preference signal; try 0.1 (0.1–0.5 is common)")
+        require_positive(self.lr, "lr", "try 1e-4")
+        require_positive(self.max_grad_norm, "max_grad_norm", "try 1.0")
+        require_int(self.batch_size, "batch_size", 1, "pairs per gradient step, e.g. 16")
+        require_int(self.epochs, "epochs", 1, "passes over the pairs, e.g. 1")
 
 
 class DPOTrainer:
@@ -83,7 +90,9 @@ class DPOTrainer:
     def __init__(self, policy: nn.Module, ref: nn.Module, chosen: torch.Tensor, rejected: torch.Tensor,
                  prompt_len: int, config: DPOConfig | None = None):
         require_same_shape(chosen, rejected, "chosen", "rejected")
-        if not 1 <= prompt_len < chosen.shape[1]:
+        if chosen.dim() != 2 or chosen.shape[0] == 0:
+            raise ValueError(f"`chosen` must be a non-empty (N, T) tensor of token ids, got {tuple(chosen.shape)}")
+        if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not 1 <= prompt_len < chosen.shape[1]:
             raise ValueError(f"`prompt_len` must be in [1, T) = [1, {chosen.shape[1]}), got {prompt_len}")
         self.cfg = config or DPOConfig()
         self.policy, self.ref = policy, ref

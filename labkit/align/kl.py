@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.core.validate import require_same_shape
+from labkit.core.validate import require_float_tensor, require_same_shape, working_dtype
 
 __all__ = ["kl_k1", "kl_k2", "kl_k3", "exact_kl"]
 
@@ -39,9 +39,12 @@ def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
 def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     """KL(π‖π_ref) = Σ_v π(v) (log π(v) − log π_ref(v)) at every position, from full distributions.
 
-    (..., V), (..., V) → (...).
+    (..., V), (..., V) → (...), in at least float32 (float64 logits stay float64).
     """
+    require_float_tensor(logits, "logits")
+    require_float_tensor(ref_logits, "ref_logits")
     require_same_shape(logits, ref_logits, "logits", "ref_logits")
-    logp = torch.log_softmax(logits.float(), -1)
-    logq = torch.log_softmax(ref_logits.float(), -1)
+    dt = working_dtype(logits.dtype, ref_logits.dtype)
+    logp = torch.log_softmax(logits.to(dt), -1)
+    logq = torch.log_softmax(ref_logits.to(dt), -1)
     return (logp.exp() * (logp - logq)).sum(-1)

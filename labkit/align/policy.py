@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from labkit.align.kl import exact_kl
+from labkit.core.validate import require_int, require_token_ids
 from labkit.model import generate
 from labkit.model.logprobs import token_logprobs
 
@@ -74,6 +75,9 @@ class ValueHead(nn.Module):
 
     def __init__(self, dim: int, init_std: float = 0.0):
         super().__init__()
+        require_int(dim, "dim", 1, "the hidden size D of the backbone")
+        if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not 0 <= init_std < float("inf"):
+            raise ValueError(f"`init_std` must be a finite number >= 0 (0 = zero init), got {init_std!r}")
         self.proj = nn.Linear(dim, 1)
         nn.init.normal_(self.proj.weight, std=init_std) if init_std > 0 else nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
@@ -102,6 +106,8 @@ class PolicyWithValue(nn.Module):
 
 def frozen_copy(model: nn.Module, trainable: bool = False) -> nn.Module:
     """A deep copy in eval mode; with ``trainable=False`` every parameter has requires_grad=False."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
     m = copy.deepcopy(model)
     m.eval()
     for p in m.parameters():
@@ -120,8 +126,7 @@ def sample_responses(
     Uses ``labkit.model.generate``: KV-cached for models with ``new_cache()`` (the course Llama),
     re-running the whole prefix each step for models that only have ``forward(ids) -> logits``.
     """
-    if n_new < 1:
-        raise ValueError(f"`n_new` must be >= 1, got {n_new}")
+    require_int(n_new, "n_new", 1, "the number of tokens to sample after each prompt")
     was_training = model.training
     model.eval()
     try:
@@ -141,6 +146,10 @@ def response_stats(
     an unbiased, low-variance estimate of the sequence KL), ``kl_k1``: Σ_t log π/π_ref of the sampled
     tokens, and ``logp``: log π(y|x); each (B,).
     """
+    require_token_ids(seqs)
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not 1 <= prompt_len < seqs.shape[1]:
+        raise ValueError(f"`prompt_len` must be an int in [1, T) = [1, {seqs.shape[1]}): the response starts "
+                         f"there and must not be empty; got {prompt_len!r}")
     out: dict[str, list[torch.Tensor]] = {"kl_exact": [], "kl_k1": [], "logp": []}
     was = policy.training
     policy.eval()

@@ -21,7 +21,14 @@ import torch.nn as nn
 
 from labkit.align.advantages import gae, masked_mean, whiten
 from labkit.align.policy import PolicyWithValue, _logits, _progress, sample_responses
-from labkit.core.validate import require_positive, require_same_shape, require_tensor
+from labkit.core.validate import (
+    require_in_range,
+    require_int,
+    require_positive,
+    require_same_shape,
+    require_tensor,
+    require_token_ids,
+)
 from labkit.model.logprobs import token_logprobs
 
 __all__ = ["ppo_clip_loss", "value_loss", "PPOConfig", "PPOTrainer"]
@@ -83,6 +90,7 @@ def value_loss(
     require_same_shape(values, returns, "values", "returns")
     err = (values - returns.detach()) ** 2
     if clip is not None:
+        require_same_shape(old_values, values, "old_values", "values")
         c = require_positive(clip, "clip", "use None to turn value clipping off")
         v_clip = old_values.detach() + torch.clamp(values - old_values.detach(), -c, c)
         err = torch.maximum(err, (v_clip - returns.detach()) ** 2)
@@ -112,9 +120,18 @@ class PPOConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require_positive(self.clip, "clip", "typical values are 0.1–0.3")
-        if self.kl_coef < 0:
-            raise ValueError(f"`kl_coef` must be >= 0, got {self.kl_coef}")
+        for name in ("batch_size", "minibatch_size", "ppo_epochs", "response_len"):
+            require_int(getattr(self, name), name, 1, "it counts sequences, passes or tokens: use a positive int")
+        for name, hint in (("clip", "typical values are 0.1–0.3"), ("lr", "try 1e-4"),
+                           ("max_grad_norm", "try 1.0")):
+            require_positive(getattr(self, name), name, hint)
+        if self.value_clip is not None:
+            require_positive(self.value_clip, "value_clip", "use None to turn value clipping off")
+        for name in ("kl_coef", "vf_coef"):
+            if isinstance(getattr(self, name), bool) or not getattr(self, name) >= 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}")
+        require_in_range(self.gamma, "gamma", 0.0, 1.0, "1.0 is usual for RLHF (short, finite episodes)")
+        require_in_range(self.lam, "lam", 0.0, 1.0, "0.95 is usual")
         if self.batch_size % self.minibatch_size:
             raise ValueError(
                 f"`batch_size` ({self.batch_size}) must be divisible by `minibatch_size` ({self.minibatch_size})"
@@ -145,8 +162,10 @@ class PPOTrainer:
         self.model = PolicyWithValue(policy)
         self.ref = ref
         self.reward_fn = reward_fn
-        if prompts.dim() != 2:
-            raise ValueError(f"`prompts` must be (N, P) token ids of equal length, got {tuple(prompts.shape)}")
+        if not isinstance(prompts, torch.Tensor) or prompts.dim() != 2 or prompts.shape[0] == 0:
+            shape = tuple(prompts.shape) if isinstance(prompts, torch.Tensor) else type(prompts).__name__
+            raise ValueError(f"`prompts` must be a non-empty (N, P) tensor of token ids of equal length, got {shape}")
+        require_token_ids(prompts)
         self.prompts = prompts
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
@@ -168,7 +187,11 @@ class PPOTrainer:
         logp_old = token_logprobs(logits, seqs)[:, P - 1:]          # (B, R): log π_old(y_t)
         logp_ref = token_logprobs(_logits(self.ref, seqs), seqs)[:, P - 1:]
         values = values[:, P - 1:-1]                                # V(s_t), s_t = prefix before y_t
-        score = self.reward_fn(seqs).float()
+        score = self.reward_fn(seqs)
+        if not isinstance(score, torch.Tensor) or tuple(score.shape) != (cfg.batch_size,):
+            got = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
+            raise ValueError(f"`reward_fn` must return one score per sequence, shape ({cfg.batch_size},), got {got}")
+        score = score.float()
         kl = logp_old - logp_ref                                    # k1 per token
         rewards = -cfg.kl_coef * kl
         rewards[:, -1] += score

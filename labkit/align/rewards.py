@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from labkit.align.policy import ValueHead, _hidden_dim, _progress
-from labkit.core.validate import require_same_shape, require_tensor
+from labkit.core.validate import require_int, require_same_shape, require_tensor
 
 __all__ = ["bradley_terry_loss", "pairwise_accuracy", "RewardModel", "train_reward_model"]
 
@@ -33,8 +33,12 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
 
 
 def pairwise_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
-    """Fraction of pairs ranked correctly (r_c > r_r); ties count as wrong."""
+    """Fraction of pairs ranked correctly (r_c > r_r); ties count as wrong (and a NaN reward is never right)."""
+    require_tensor(r_chosen, "r_chosen")
+    require_tensor(r_rejected, "r_rejected")
     require_same_shape(r_chosen, r_rejected, "r_chosen", "r_rejected")
+    if r_chosen.numel() == 0:
+        raise ValueError("empty batch: `r_chosen` has no pairs, so there is no accuracy (it would be NaN)")
     return float((r_chosen > r_rejected).float().mean())
 
 
@@ -82,6 +86,10 @@ def train_reward_model(
     Returns the loss per step. Deterministic for a given seed.
     """
     require_same_shape(chosen, rejected, "chosen", "rejected")
+    if len(chosen) == 0:
+        raise ValueError("`chosen` is empty: a reward model needs at least one (chosen, rejected) pair")
+    require_int(batch_size, "batch_size", 1, "pairs per step, e.g. 16")
+    require_int(epochs, "epochs", 1, "passes over the pairs, e.g. 2")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW([p for p in rm.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     rm.train()

@@ -17,8 +17,10 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
     Same as ``x.repeat_interleave(n_rep, dim=1)`` and HF Llama's ``repeat_kv`` (query head ``h`` uses KV head
     ``h // n_rep``).
     """
-    if not isinstance(n_rep, int) or n_rep < 1:
+    if isinstance(n_rep, bool) or not isinstance(n_rep, int) or n_rep < 1:
         raise ValueError(f"n_rep must be an int >= 1, got {n_rep!r}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, n_kv, T, head_dim), got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, n_kv, T, head_dim), got {tuple(x.shape)}")
     if n_rep == 1:
@@ -40,6 +42,9 @@ class KVCache:
         self.v: Tensor | None = None
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if not isinstance(k, Tensor) or not isinstance(v, Tensor):
+            raise TypeError(f"k and v must be tensors (B, n_kv, T_new, head_dim), got {type(k).__name__}, "
+                            f"{type(v).__name__}")
         if k.dim() != 4 or v.dim() != 4:
             raise ValueError(
                 f"k and v must be (B, n_kv, T_new, head_dim), got k {tuple(k.shape)}, v {tuple(v.shape)}"
@@ -102,8 +107,17 @@ class GroupedQueryAttention(nn.Module):
     ) -> None:
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        for name, val in (("d_model", d_model), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
+            if isinstance(val, bool) or not isinstance(val, int):
+                raise TypeError(f"{name} must be an int, got {type(val).__name__}")
+        if d_model < 1:
+            raise ValueError(f"d_model ({d_model}) must be >= 1: it is the width of every token vector")
         if n_heads < 1 or n_kv_heads < 1:
             raise ValueError(f"n_heads ({n_heads}) and n_kv_heads ({n_kv_heads}) must be >= 1")
+        if rope_base is not None and (isinstance(rope_base, bool) or not isinstance(rope_base, (int, float))
+                                      or not 0 < rope_base < float("inf")):
+            raise ValueError(f"rope_base must be a finite number > 0 (10000.0 in LLaMA), or None for no RoPE; "
+                             f"got {rope_base!r}")
         if d_model % n_heads:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by n_heads ({n_heads}); "
@@ -137,7 +151,9 @@ class GroupedQueryAttention(nn.Module):
         positions: Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
+            if not isinstance(x, Tensor):
+                raise TypeError(f"x must be a torch.Tensor (B, T, d_model={self.d_model}), got {type(x).__name__}")
             raise ValueError(f"x must have shape (B, T, d_model={self.d_model}), got {tuple(x.shape)}")
         if positions is not None and self.rope_base is None:
             raise ValueError(

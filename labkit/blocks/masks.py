@@ -34,7 +34,9 @@ def prefix_lm_mask(T: int, prefix_len: int, device: torch.device | str | None = 
     ``mask[i, j] = (j <= i) or (j < prefix_len)``. ``prefix_len = 0`` gives the causal mask,
     ``prefix_len = T`` the full (bidirectional, encoder) mask.
     """
-    if not isinstance(prefix_len, int) or not 0 <= prefix_len <= T:
+    if isinstance(T, bool) or not isinstance(T, int) or T < 0:
+        raise ValueError(f"T must be a non-negative int (the sequence length), got {T!r}")
+    if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) or not 0 <= prefix_len <= T:
         raise ValueError(f"prefix_len must be an int in [0, T={T}], got {prefix_len!r}")
     j = torch.arange(T, device=device)
     return causal_mask(T, device=device) | (j < prefix_len)
@@ -72,6 +74,9 @@ def build_attention_mask(attention_mask: Tensor | None, B: int, T: int, past: in
         return None
     if not isinstance(attention_mask, Tensor):
         raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+    for name, val in (("B", B), ("T", T), ("past", past)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {val!r}")
     Tk = past + T
     m = attention_mask.to(device) if device is not None else attention_mask
     if m.dtype != torch.bool:

@@ -4,8 +4,8 @@ All normalize over the last dim ``H``:
 
 * LayerNorm: ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the *biased* variance (1/H),
   exactly as ``torch.nn.LayerNorm``;
-* RMSNorm: ``y = x / sqrt(mean(x^2) + eps) * weight``: no centering, no bias; computed in float32 and
-  cast back before the weight, as HF ``LlamaRMSNorm``;
+* RMSNorm: ``y = x / sqrt(mean(x^2) + eps) * weight``: no centering, no bias; half precision is computed
+  in float32 and cast back before the weight, as HF ``LlamaRMSNorm`` (float64 stays float64);
 * DeepNorm (post-LN for very deep stacks): ``x_{l+1} = LN(alpha * x_l + f(x_l))`` and the branch weights
   ``ffn``, ``v_proj``, ``o_proj`` initialised with Xavier-normal gain ``beta`` (``q_proj``, ``k_proj``: gain 1).
 """
@@ -22,11 +22,18 @@ __all__ = ["LayerNorm", "RMSNorm", "deepnorm_constants", "deepnorm_init_", "Deep
 def _check_dim(dim: int, eps: float) -> None:
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise ValueError(f"dim must be a positive int (the size of the last axis), got {dim!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a number > 0 (e.g. 1e-5), got {type(eps).__name__}")
     if not eps > 0:
         raise ValueError(f"eps must be > 0 (it keeps the division finite), got {eps!r}")
 
 
 def _check_input(x: Tensor, dim: int) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (..., {dim}), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}; normalizing integers would "
+                        "round the result to 0/±1 (convert first, e.g. x.float())")
     if x.shape[-1:] != (dim,):
         raise ValueError(f"x must have last dim {dim}, got shape {tuple(x.shape)}")
 
@@ -58,9 +65,10 @@ class LayerNorm(nn.Module):
 class RMSNorm(nn.Module):
     r"""RMSNorm: :math:`y = \frac{x}{\sqrt{\frac1H\sum_i x_i^2 + \epsilon}}\,\gamma` (no centering, no bias).
 
-    Numerics as HF ``LlamaRMSNorm``: normalize in float32, cast back to the input dtype, then multiply by
+    Numerics as HF ``LlamaRMSNorm``: normalize in at least float32 (fp16/bf16 are upcast to float32, float64
+    stays float64, never below the input's precision), cast back to the input dtype, then multiply by
     ``weight`` (ones, shape ``(dim,)``). Scale invariant: ``RMSNorm(c x) == RMSNorm(x)`` for ``c > 0``
-    (up to eps).
+    (up to eps). An integer ``x`` is a TypeError.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
@@ -72,7 +80,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.dim)
         dtype = x.dtype
-        h = x.to(torch.float32)
+        h = x.to(torch.promote_types(dtype, torch.float32))   # fp16/bf16 -> fp32; fp32, fp64 unchanged
         h = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
 

@@ -70,6 +70,8 @@ def read_json(path: str | Path, *, regenerate: str | None = None) -> Any:
     hint = f"; regenerate it with `{regenerate}`" if regenerate else ""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing{hint}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file (a folder?); pass the path of a JSON file{hint}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

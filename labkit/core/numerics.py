@@ -34,6 +34,10 @@ def naive_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def _safe_max(x: torch.Tensor, dim: int) -> torch.Tensor:
+    if x.dim() > 0 and not -x.dim() <= dim < x.dim():
+        raise ValueError(f"`dim` ({dim}) is out of range for x of shape {tuple(x.shape)}")
+    if x.dim() > 0 and x.shape[dim] == 0:
+        raise ValueError(f"x has size 0 along dim {dim} (shape {tuple(x.shape)}): a softmax over no values is undefined")
     m = x.amax(dim=dim, keepdim=True)
     # A slice that is all -inf (fully masked) has max -inf; use 0 so that x - m stays -inf, not NaN.
     return torch.where(torch.isfinite(m), m, torch.zeros_like(m))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 
-from labkit.core.manifest import write_manifest
+from labkit.core.manifest import WRITE_COMMAND, diff_manifest, read_manifest, write_manifest
+from labkit.core.paths import DATA
 from labkit.course.doctor import run_doctor
 from labkit.course.execute import main_execute
 from labkit.course.student import write_student_copies
 
-__all__ = ["main", "USAGE"]
+__all__ = ["main", "main_manifest", "USAGE"]
 
 USAGE = """usage: python -m labkit COMMAND
 
@@ -19,7 +20,8 @@ USAGE = """usage: python -m labkit COMMAND
   execute [--inplace] [NB ...]
                          run notebooks headless in fresh kernels; print wall time and peak memory;
                          --inplace stores the outputs (default: every notebooks/NN_*.ipynb)
-  manifest               rewrite data/MANIFEST from the files in data/
+  manifest [--write]     check data/ against data/MANIFEST and list what differs (changed, missing,
+                         unlisted; exit 1 on a mismatch); --write rewrites MANIFEST from the files on disk
 """
 
 
@@ -42,10 +44,40 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "execute":
         return main_execute(rest)
     if cmd == "manifest":
-        print(f"wrote {write_manifest()}")
-        return 0
+        return main_manifest(rest)
     print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def main_manifest(rest: list[str]) -> int:
+    """``manifest``: check data/ against data/MANIFEST (exit 1 on a mismatch); ``--write``: rewrite it,
+    listing what changed. An unreadable MANIFEST is one clear message, not one line per file."""
+    if rest not in ([], ["--write"]):
+        print(f"usage: python -m labkit manifest [--write]   (got {' '.join(rest)!r})", file=sys.stderr)
+        return 2
+    try:
+        want = read_manifest()
+    except (FileNotFoundError, ValueError) as e:
+        if not rest:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        want = None
+    diff = diff_manifest(want=want) if want is not None else None
+    if not rest:
+        if not diff:
+            print(f"{DATA / 'MANIFEST'}: all {len(diff.have)} files match")
+            return 0
+        print(f"{DATA / 'MANIFEST'} does not match data/:", *(f"  {line}" for line in diff.lines()), sep="\n")
+        print(f"If these changes are intended, run `{WRITE_COMMAND}`; otherwise restore the files "
+              "(`git checkout -- data/`) or regenerate them as data/README.md says.")
+        return 1
+    out = write_manifest()
+    if diff is None:
+        print(f"wrote {out} (the old one was missing or unreadable)")
+    else:
+        print(f"wrote {out}: " + ("no change" if not diff else f"{len(diff.lines())} change(s)"),
+              *(f"  {line}" for line in diff.lines()), sep="\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ def peak_tensor_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tupl
     It intercepts every ATen op (``TorchDispatchMode``), so it sees what ``tracemalloc`` cannot (torch
     allocates outside Python's allocator) and, unlike RSS, it is exact and reproducible.
     """
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a callable (the computation to measure), got {type(fn).__name__}")
     tracker = _TensorBytesTracker()
     with torch.no_grad(), tracker:
         result = fn(*args, **kwargs)
@@ -122,17 +124,34 @@ class SavedTensorLog:
 def saved_activation_bytes(fn: Callable[..., Any], *args: Any, exclude: Iterable[Tensor] = (),
                            **kwargs: Any) -> int:
     """Bytes of activations saved for backward while running ``fn(*args, **kwargs)`` (see :class:`SavedTensorLog`)."""
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a callable (the forward pass to measure), got {type(fn).__name__}")
     with SavedTensorLog(exclude=exclude) as log:
         fn(*args, **kwargs)
     return log.total_bytes
 
 
 def fit_power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Least-squares fit of ``y = c · x^p`` on log-log axes; returns ``(p, c)``."""
-    lx = torch.log(torch.as_tensor(x, dtype=torch.float64))
-    ly = torch.log(torch.as_tensor(y, dtype=torch.float64))
-    if lx.numel() < 2 or lx.shape != ly.shape:
-        raise ValueError("fit_power_law needs at least two (x, y) pairs of equal length")
+    """Least-squares fit of ``y = c · x^p`` on log-log axes: ``log y = p log x + log c``; returns ``(p, c)``.
+
+    Needs at least two pairs, every x and y finite and > 0 (a logarithm of 0 or of a negative number has no
+    fit) and at least two distinct x (else the slope is undefined); anything else is a ValueError.
+    """
+    if isinstance(x, (str, bytes)) or isinstance(y, (str, bytes)):
+        raise TypeError("x and y must be sequences of numbers, not strings")
+    xt = torch.as_tensor(x, dtype=torch.float64).flatten()
+    yt = torch.as_tensor(y, dtype=torch.float64).flatten()
+    if xt.numel() < 2 or xt.shape != yt.shape:
+        raise ValueError(f"fit_power_law needs at least two (x, y) pairs of equal length, got {xt.numel()} x and "
+                         f"{yt.numel()} y")
+    for name, t in (("x", xt), ("y", yt)):
+        if not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
+            bad = t[~(torch.isfinite(t) & (t > 0))][0].item()
+            raise ValueError(f"every `{name}` must be finite and > 0 for a log-log fit, got {bad}; drop that point "
+                             "(a size or a byte count of 0 has no logarithm)")
+    if bool((xt == xt[0]).all()):
+        raise ValueError(f"all x are equal ({xt[0].item()}): the exponent is undefined; measure at two or more sizes")
+    lx, ly = torch.log(xt), torch.log(yt)
     A = torch.stack([lx, torch.ones_like(lx)], dim=1)
     sol = torch.linalg.lstsq(A, ly[:, None]).solution.flatten()
     return float(sol[0]), float(torch.exp(sol[1]))

@@ -8,7 +8,14 @@ from typing import Callable
 
 import torch
 
-from labkit.core.validate import require_same_shape, require_tensor, require_token_ids
+from labkit.core.validate import (
+    require_float_tensor,
+    require_ids_in_vocab,
+    require_same_shape,
+    require_tensor,
+    require_token_ids,
+    working_dtype,
+)
 
 __all__ = ["token_logprobs", "sequence_logprobs", "sequence_logprob"]
 
@@ -18,13 +25,14 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Args:
         logits: (B, T, V), position t predicts token t+1.
-        labels: (B, T) token ids; -100 (ignored positions) is allowed and gives an arbitrary value
-            there, which callers mask out.
+        labels: (B, T) token ids in ``[0, V)``; -100 (ignored positions) is allowed and gives an arbitrary
+            value there, which callers mask out. Any other id outside the vocabulary is a ValueError.
 
     Returns:
-        (B, T-1) float32 log-probs, aligned with ``labels[:, 1:]``.
+        (B, T-1) log-probs, aligned with ``labels[:, 1:]``, in at least float32 (fp16/bf16 logits are
+        upcast; float64 logits stay float64).
     """
-    require_tensor(logits, "logits")
+    require_float_tensor(logits, "logits")
     require_tensor(labels, "labels")
     if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
         raise ValueError(
@@ -33,7 +41,8 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         )
     if logits.shape[1] < 2:
         raise ValueError("need T >= 2: the first token has no prediction, so T=1 leaves nothing to score")
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    require_ids_in_vocab(labels, "labels", logits.shape[-1], ignore_index=-100)
+    logp = torch.log_softmax(logits[:, :-1].to(working_dtype(logits.dtype)), dim=-1)
     target = labels[:, 1:].clamp_min(0)  # -100 -> 0 only to keep gather in range; masked by the caller
     return logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
 
@@ -58,7 +67,7 @@ def sequence_logprobs(
             True → the mean over response tokens (length-normalised).
 
     Returns:
-        (B,) float32.
+        (B,) in at least float32 (float64 logits give float64).
 
     Raises:
         ValueError: a sequence with no response token (empty mask) or mismatched shapes.
@@ -66,8 +75,9 @@ def sequence_logprobs(
     lp = token_logprobs(logits, labels)
     keep = labels[:, 1:] != -100
     if mask is not None:
-        require_tensor(mask, "mask")
         require_same_shape(mask, labels, "mask", "labels")
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("`mask` must be bool or hold only 0 and 1 (1 = response token); got other values")
         keep = keep & mask[:, 1:].bool()
     n = keep.sum(-1)
     if bool((n == 0).any()):

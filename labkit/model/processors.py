@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from labkit.core.validate import require_token_ids
+from labkit.core.validate import require_ids_in_vocab, require_int, require_token_ids
 
 __all__ = ["apply_temperature", "top_k_filter", "top_p_filter", "apply_repetition_penalty", "no_repeat_ngram_mask",
            "ban_repeated_ngrams", "process_logits"]
@@ -34,6 +34,9 @@ def _check_logits(logits: torch.Tensor) -> None:
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (B, V), got {tuple(logits.shape)}; "
                          "for model output (B, T, V) pass logits[:, -1, :]")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}; -inf (a removed "
+                        "token) needs a float dtype: pass logits.float()")
 
 
 def _check_temperature(temperature: float) -> None:
@@ -42,6 +45,9 @@ def _check_temperature(temperature: float) -> None:
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}; for deterministic argmax decoding use "
                          "greedy instead (leave temperature=1.0 and top_k/top_p unset)")
+    if math.isinf(temperature):
+        raise ValueError("temperature must be finite (inf turns every logit into 0: uniform sampling); "
+                         "for uniform sampling pass zeros as logits")
 
 
 def _check_top_k(k: int) -> None:
@@ -59,8 +65,9 @@ def _check_top_p(p: float) -> None:
 
 
 def _check_penalty(penalty: float) -> None:
-    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
-        raise ValueError(f"repetition_penalty must be a float > 0 (1.0 = off, >1 discourages repeats), got {penalty!r}")
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 < penalty < math.inf:
+        raise ValueError(f"repetition_penalty must be a finite float > 0 (1.0 = off, >1 discourages repeats), "
+                         f"got {penalty!r}")
 
 
 # ------------------------------------------------------------------------------------------- processors
@@ -111,9 +118,11 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
     For every token id c seen in the row: :math:`z_c \leftarrow z_c/\theta` if :math:`z_c > 0`, else
     :math:`z_c \cdot \theta`. With θ > 1 a seen token's logit always goes *down*. (Dividing a negative logit
     by θ, the literal formula, would raise it.) Shapes: logits (B, V), input_ids (B, T) → (B, V).
+    Every id must lie in ``[0, V)`` (remove padding such as -100 first), else ValueError.
     """
     _check_logits(logits)
     require_token_ids(input_ids, logits.shape[0])
+    require_ids_in_vocab(input_ids, "input_ids", logits.shape[-1])
     _check_penalty(penalty)
     seen = torch.gather(logits, 1, input_ids)                   # (B, T) logits of the seen tokens
     seen = torch.where(seen < 0, seen * penalty, seen / penalty)
@@ -125,10 +134,13 @@ def no_repeat_ngram_mask(input_ids: torch.Tensor, n: int, vocab_size: int) -> to
 
     The last n−1 tokens form the current prefix; every earlier position where the same n−1 tokens occur bans
     the token that followed them there. The prompt counts too (as in transformers for decoder-only models).
+    Every id must lie in ``[0, vocab_size)``, else ValueError.
     """
     require_token_ids(input_ids)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"no_repeat_ngram_size must be an int >= 1 (0 disables it in generate), got {n!r}")
+    require_int(vocab_size, "vocab_size", 1, "pass the number of logits per row, logits.shape[-1]")
+    require_ids_in_vocab(input_ids, "input_ids", vocab_size)
     B, T = input_ids.shape
     mask = torch.zeros(B, vocab_size, dtype=torch.bool, device=input_ids.device)
     if T < n:
@@ -136,7 +148,7 @@ def no_repeat_ngram_mask(input_ids: torch.Tensor, n: int, vocab_size: int) -> to
     for b, row in enumerate(input_ids.tolist()):
         prefix = tuple(row[T - n + 1:]) if n > 1 else ()
         for start in range(T - n + 1):                          # every complete n-gram in the row
-            if tuple(row[start:start + n - 1]) == prefix and row[start + n - 1] < vocab_size:
+            if tuple(row[start:start + n - 1]) == prefix:
                 mask[b, row[start + n - 1]] = True
     return mask
 

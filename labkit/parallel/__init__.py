@@ -19,7 +19,9 @@ group), its implementation on ``torch.distributed``, and a torchrun demo beside 
     layout.py        rank_layout_3d(world_size, tp, pp, dp)             Megatron TP × DP × PP groups
                      check_rank_layout(layout, world_size)
     runtime.py       what every demo process needs (process group, checks on all ranks, JSON result)
-    launch.py        launch(demo, nproc): run a demo with torchrun in a subprocess
+    launch.py        launch(demo, nproc): run a demo with torchrun in a subprocess; on a timeout or a failure
+                     run_process_group / root_cause stop every worker and surface the workers' own error
+    process_tree.py  descendants(pid), stop_process_tree(proc): torchrun puts each worker in its own session
 
 The demos are real multi-process programs, run with torchrun (gloo on CPU, nccl on GPUs, the same code)::
 
@@ -29,7 +31,15 @@ The demos are real multi-process programs, run with torchrun (gloo on CPU, nccl 
 from __future__ import annotations
 
 from labkit.parallel.collectives import RingResult, ring_allreduce, ring_allreduce_time  # noqa: F401
-from labkit.parallel.launch import DEMOS, LaunchResult, free_port, launch, torchrun_command  # noqa: F401
+from labkit.parallel.launch import (  # noqa: F401
+    DEMOS,
+    LaunchResult,
+    free_port,
+    launch,
+    root_cause,
+    run_process_group,
+    torchrun_command,
+)
 from labkit.parallel.layout import check_rank_layout, rank_layout_3d  # noqa: F401
 from labkit.parallel.pipeline import (  # noqa: F401
     PipelineSchedule,
@@ -37,10 +47,12 @@ from labkit.parallel.pipeline import (  # noqa: F401
     pipeline_schedule,
     plot_pipeline,
 )
+from labkit.parallel.process_tree import descendants, is_alive, stop_process_tree  # noqa: F401
 from labkit.parallel.zero import zero_comm_elements, zero_memory_bytes  # noqa: F401
 
 __all__ = [
     "zero_memory_bytes", "zero_comm_elements", "pipeline_bubble_fraction", "ring_allreduce", "RingResult",
     "ring_allreduce_time", "pipeline_schedule", "PipelineSchedule", "plot_pipeline", "rank_layout_3d",
     "check_rank_layout", "launch", "LaunchResult", "free_port", "torchrun_command", "DEMOS",
+    "run_process_group", "root_cause", "descendants", "is_alive", "stop_process_tree",
 ]

@@ -73,9 +73,10 @@ def ring_allreduce_time(n_bytes: float, n_workers: int, bandwidth: float, latenc
     14 GB of fp16 gradients on 8 GPUs: 0.77 s at 32 GB/s (PCIe 4.0), 0.082 s at 300 GB/s (NVLink).
     """
     _check_int(n_workers, "n_workers", 1, "pass the number of ranks in the ring")
-    if bandwidth <= 0:
-        raise ValueError(f"`bandwidth` must be > 0 bytes/s, got {bandwidth}")
-    if n_bytes < 0 or latency < 0:
-        raise ValueError("`n_bytes` and `latency` must be >= 0")
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not 0 < bandwidth < float("inf"):
+        raise ValueError(f"`bandwidth` must be a finite number > 0 bytes/s, got {bandwidth!r}")
+    for name, v in (("n_bytes", n_bytes), ("latency", latency)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise ValueError(f"`n_bytes` and `latency` must be >= 0 and finite; got {name}={v!r}")
     p = n_workers
     return 2 * (p - 1) * latency + 2 * (p - 1) / p * n_bytes / bandwidth

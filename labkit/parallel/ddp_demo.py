@@ -10,6 +10,7 @@ shards have equal size, averaging the ranks' gradients gives exactly the full-ba
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                      n_samples=(int, 64, "data set size"),
                      lr=(float, 1e-2, "Adam learning rate"),
                      bench=(int, 1, "1: run the bucketing measurement"))
+    per_rank_batch(args.global_batch, int(os.environ["WORLD_SIZE"]))   # fail fast, before any rendezvous
     rank, world, device = init()
     local_b = per_rank_batch(args.global_batch, world)
     rank0_print(f"world_size={world} backend={dist.get_backend()}; global batch {args.global_batch} "

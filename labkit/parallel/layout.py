@@ -36,7 +36,20 @@ def rank_layout_3d(world_size: int, tp: int, pp: int, dp: int) -> dict[str, list
 
 def check_rank_layout(layout: dict[str, list[list[int]]], world_size: int, gpus_per_node: int = 8) -> dict[str, bool]:
     """Invariants of a 3D layout: every kind of group partitions ``range(world_size)``; each TP group
-    lies inside one node; a rank's TP, DP and PP groups meet only in that rank."""
+    lies inside one node; a rank's TP, DP and PP groups meet only in that rank.
+
+    ``layout`` is what :func:`rank_layout_3d` returns: ``{"tp": [...], "dp": [...], "pp": [...]}``, each a list of
+    rank lists; a missing kind or a non-int rank is a ValueError/TypeError (a check must not crash).
+    """
+    _check_int(world_size, "world_size", 1, "the number of ranks")
+    _check_int(gpus_per_node, "gpus_per_node", 1, "GPUs per node, e.g. 8")
+    if not isinstance(layout, dict) or set(layout) != {"tp", "dp", "pp"}:
+        got = sorted(layout) if isinstance(layout, dict) else type(layout).__name__
+        raise ValueError(f"`layout` must have exactly the keys 'tp', 'dp', 'pp' (as rank_layout_3d returns), got {got}")
+    for kind, groups in layout.items():
+        if not isinstance(groups, list) or not all(isinstance(g, (list, tuple)) and g and all(
+                isinstance(r, int) and not isinstance(r, bool) for r in g) for g in groups):
+            raise TypeError(f"`layout[{kind!r}]` must be a list of non-empty lists of int ranks")
     ranks = set(range(world_size))
     out = {}
     for kind, groups in layout.items():

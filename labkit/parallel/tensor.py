@@ -17,12 +17,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from labkit.parallel.runtime import _check_int
+
 __all__ = ["split_dim", "copy_to_tp", "reduce_from_tp", "gather_from_tp", "ColumnParallelLinear",
            "RowParallelLinear", "ParallelMLP", "ParallelSelfAttention"]
 
 
 def split_dim(size: int, world: int, name: str) -> int:
     """``size / world``; the tensor-parallel world size must divide the dimension being split."""
+    _check_int(size, name, 1, f"{name} is a layer width: a positive int")
+    _check_int(world, "world", 1, "the tensor-parallel world size is the number of ranks, >= 1")
     if size % world:
         divisors = [w for w in range(1, size + 1) if size % w == 0 and w <= 16]
         raise ValueError(f"{name} ({size}) must be divisible by the tensor-parallel world size ({world}); "

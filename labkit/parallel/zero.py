@@ -47,12 +47,12 @@ def zero_memory_bytes(n_params: int | float, stage: int, n_devices: int, k: floa
 
     Ψ = 7.5e9, N = 64 gives 120 / 31.4 / 16.6 / 1.9 GB (GB = 1e9 bytes). Activations are not included.
     """
-    if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or n_params <= 0:
+    if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or not 0 < n_params < float("inf"):
         raise ValueError(f"`n_params` must be a positive number of parameters, got {n_params!r}")
     if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
         raise ValueError(f"`stage` must be 0, 1, 2 or 3 (0 = plain data parallel), got {stage!r}")
     _check_int(n_devices, "n_devices", 1, "use the data-parallel world size, e.g. 64")
-    if k < 0:
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < float("inf"):
         raise ValueError(f"`k` (optimizer bytes per parameter) must be >= 0, got {k}; Adam in mixed precision is 12")
     psi, n = float(n_params), n_devices
     return {0: (4 + k) * psi, 1: 4 * psi + k * psi / n, 2: 2 * psi + (2 + k) * psi / n,

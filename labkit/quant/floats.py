@@ -86,6 +86,8 @@ def float_bits(x: float, fmt: str = "fp32") -> tuple[str, str, str]:
 
     The bits come from the stored bytes of a torch tensor of that dtype (the hardware layout)."""
     f = float_format(fmt)
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"`x` must be a number, got {type(x).__name__}")
     t = torch.tensor([float(x)], dtype=torch.float32).to(_TORCH_DTYPES[fmt])
     int_dtype = {32: torch.int32, 16: torch.int16, 8: torch.uint8}[f.n_bits]
     word = int(t.view(int_dtype).item()) & ((1 << f.n_bits) - 1)
@@ -96,6 +98,8 @@ def float_bits(x: float, fmt: str = "fp32") -> tuple[str, str, str]:
 def decode_bits(word: int, fmt: str) -> float:
     """Decode one bit pattern (an int in ``[0, 2^n_bits)``) of ``fmt`` by the formula, from scratch."""
     f = float_format(fmt)
+    if isinstance(word, bool) or not isinstance(word, int):
+        raise TypeError(f"`word` must be an int bit pattern, got {type(word).__name__}")
     if not 0 <= word < 2 ** f.n_bits:
         raise ValueError(f"`word` must be in [0, 2^{f.n_bits}) for {fmt}, got {word}")
     sign = -1.0 if word >> (f.n_bits - 1) else 1.0

@@ -11,6 +11,8 @@ Conventions used throughout (``scale`` is always the *step size*, the float valu
 * Granularity: ``dim=None`` one scale per tensor; ``dim=d`` one scale per slice ``x.select(d, i)``
   (per channel); ``group_size=g`` one scale per ``g`` consecutive elements of the last dim (per group).
 * An all-zero slice gets ``s = 1`` (any positive number works): no division by zero, exact round trip.
+* NaN/inf inputs are a ValueError: the scale is max|x|, so one inf would make every value dequantize to NaN
+  and one NaN would poison its slice or block.
 
 LLM.int8() multiplies vector-wise int8 codes with an exact accumulator and routes outlier feature columns
 through a float matmul. The 4-bit formats are in :mod:`labkit.quant.lut`, float bit layouts in
@@ -20,19 +22,26 @@ from __future__ import annotations
 
 import torch
 
+from labkit.core.validate import require_finite
+
 __all__ = [
     "absmax_quantize", "absmax_dequantize", "zeropoint_quantize", "zeropoint_dequantize",
     "outlier_columns", "int8_matmul_vectorwise", "int8_matmul_with_outliers", "int8_matmul_per_tensor",
 ]
 
 # --------------------------------------------------------------------------- input checks
-def _check_float(x: torch.Tensor, arg: str = "x") -> None:
+def _check_float(x: torch.Tensor, arg: str = "x", *, finite: bool = True) -> None:
+    """A floating-point tensor; with ``finite`` also free of NaN/inf (quantizers need that)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`{arg}` must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(
             f"`{arg}` must be a floating-point tensor, got dtype {x.dtype}; convert it first, e.g. x.float()"
         )
+    if finite:
+        require_finite(x, arg, "a scale is computed from max|x|, so one inf makes it inf (everything dequantizes "
+                       "to NaN) and one NaN poisons its whole block or tensor; clean the tensor first "
+                       "(e.g. torch.nan_to_num) or find where the NaN/inf comes from")
 
 
 def _check_bits(bits: int) -> None:
@@ -51,6 +60,8 @@ def _amax(x: torch.Tensor, dim: int | None) -> torch.Tensor:
     """max|x| over everything except ``dim`` (kept with size 1 so it broadcasts back onto ``x``)."""
     a = x.abs()
     if dim is None:
+        if x.numel() == 0:
+            raise ValueError("`x` is empty: a per-tensor scale max|x| is undefined; pass a non-empty tensor")
         return a.amax().reshape([1] * x.dim())
     d = dim % x.dim() if x.dim() else 0
     if x.dim() == 0 or not -x.dim() <= dim < x.dim():
@@ -151,6 +162,7 @@ def zeropoint_quantize(
         g = _grouped(x32, group_size)
         lo, hi = g.amin(dim=-1, keepdim=True), g.amax(dim=-1, keepdim=True)
     elif dim is None:
+        _amax(x32, None)  # validates: not empty
         lo, hi = x32.amin().reshape([1] * x.dim()), x32.amax().reshape([1] * x.dim())
     else:
         _amax(x32, dim)  # validates dim
@@ -180,8 +192,8 @@ def zeropoint_dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch
 
 # --------------------------------------------------------------------------- LLM.int8()
 def _check_matmul(x: torch.Tensor, w: torch.Tensor) -> None:
-    _check_float(x, "x")
-    _check_float(w, "w")
+    _check_float(x, "x", finite=False)   # the quantizers check finiteness of what they quantize
+    _check_float(w, "w", finite=False)
     if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[0]:
         raise ValueError(
             f"expected x (N, K) and w (K, M) with matching K, got x {tuple(x.shape)} and w {tuple(w.shape)}; "
@@ -218,11 +230,11 @@ def int8_matmul_vectorwise(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def outlier_columns(x: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
     """Indices k of the feature columns of ``x`` (N, K) that hold any ``|x[:, k]| > threshold``."""
-    _check_float(x, "x")
+    _check_float(x, "x", finite=False)
     if x.dim() != 2:
         raise ValueError(f"`x` must be 2-D (N, K), got shape {tuple(x.shape)}")
-    if not threshold > 0:
-        raise ValueError(f"`threshold` must be > 0, got {threshold}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
+        raise ValueError(f"`threshold` must be a number > 0 (6.0 in the LLM.int8 paper), got {threshold!r}")
     return torch.nonzero((x.abs() > threshold).any(dim=0)).flatten()
 
 

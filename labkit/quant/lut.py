@@ -5,6 +5,7 @@ The 4-bit lookup-table formats (NF4, FP4) are block-wise: the flattened tensor i
 ``block_size`` values, each block is divided by its absmax and every value is replaced by the index of
 the nearest table entry. A last, partial block is **padded with zeros** (as bitsandbytes does) and the
 padding is dropped again by the dequantizer, which is why it takes the original ``shape``.
+A NaN/inf weight is a ValueError (it would poison its block's absmax).
 """
 from __future__ import annotations
 
@@ -89,13 +90,20 @@ def lut_dequantize(
     """Inverse of :func:`lut_quantize`: ``ŵ = table[code] · absmax_block``, padding dropped, reshaped."""
     _check_block(block_size)
     _check_table(table)
+    if not isinstance(codes, torch.Tensor) or not isinstance(absmax, torch.Tensor):
+        raise TypeError("`codes` and `absmax` must be tensors (as returned by the matching quantize call)")
     shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"`shape` {shape} has a negative size; pass the original tensor's shape")
     n = math.prod(shape)
     if codes.numel() != absmax.numel() * block_size or codes.numel() < n:
         raise ValueError(
             f"codes ({codes.numel()}) must equal absmax ({absmax.numel()}) × block_size ({block_size}) and "
             f"cover shape {shape}; pass the block_size used when quantizing"
         )
+    if codes.numel() and (codes.is_floating_point() or int(codes.min()) < 0 or int(codes.max()) >= table.numel()):
+        raise ValueError(f"`codes` must be integers in [0, {table.numel()}) (indices into the table), got "
+                         f"dtype {codes.dtype}, range [{codes.min().item()}, {codes.max().item()}]")
     vals = table.float()[codes.long()].view(-1, block_size) * absmax.float()[:, None]
     return vals.reshape(-1)[:n].reshape(shape)
 
@@ -154,7 +162,12 @@ def double_quantize(
 def double_dequantize(q: torch.Tensor, s2: torch.Tensor, c: torch.Tensor, block_size: int = 256) -> torch.Tensor:
     """Inverse of :func:`double_quantize`: the recovered first-level absmax (float32, shape (n,))."""
     _check_block(block_size)
+    if not all(isinstance(t, torch.Tensor) for t in (q, s2, c)):
+        raise TypeError("`q`, `s2` and `c` must be tensors (as returned by double_quantize)")
     n = q.numel()
+    if s2.numel() != math.ceil(n / block_size):
+        raise ValueError(f"`s2` has {s2.numel()} scales but {n} codes in blocks of {block_size} need "
+                         f"{math.ceil(n / block_size)}; pass the block_size used by double_quantize")
     pad = (-n) % block_size
     qq = torch.cat([q.reshape(-1), q.new_zeros(pad)]) if pad else q.reshape(-1)
     return (qq.float().view(-1, block_size) * s2.float()[:, None]).reshape(-1)[:n] + c

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from labkit.quant.int8 import _int_matmul, absmax_dequantize, absmax_quantize, outlier_columns
+from labkit.quant.int8 import _check_block, _int_matmul, absmax_dequantize, absmax_quantize, outlier_columns
 from labkit.quant.lut import nf4_dequantize, nf4_quantize
 
 __all__ = ["FORMATS", "QuantizedLinearInt8", "quantize_model", "model_bytes"]
@@ -28,6 +28,10 @@ class QuantizedLinearInt8(nn.Module):
 
     def __init__(self, linear: nn.Linear, threshold: float = 6.0) -> None:
         super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"`linear` must be an nn.Linear, got {type(linear).__name__}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
+            raise ValueError(f"`threshold` must be a number > 0 (6.0 in the LLM.int8 paper), got {threshold!r}")
         self.in_features, self.out_features, self.threshold = linear.in_features, linear.out_features, threshold
         q, s = absmax_quantize(linear.weight.detach(), dim=0)  # (out, in), (out, 1)
         self.register_buffer("qweight", q)
@@ -35,6 +39,9 @@ class QuantizedLinearInt8(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[-1] != self.in_features:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (..., in_features={self.in_features}), got {shape}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()
         cols = outlier_columns(x2, self.threshold)
@@ -119,6 +126,9 @@ def quantize_model(
         raise ValueError(f"unknown format {fmt!r}; choose one of {list(FORMATS)}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
+    _check_block(block_size)
+    if isinstance(skip, str):
+        raise TypeError(f"`skip` must be a tuple of module names, e.g. ({skip!r},), not one string")
     m = model if inplace else copy.deepcopy(model)
     targets = [(name, mod) for name, mod in m.named_modules() if _should_quantize(name, mod, skip)]
     target_weights = {id(mod.weight) for _, mod in targets}
@@ -140,6 +150,8 @@ def quantize_model(
 
 def model_bytes(model: nn.Module) -> int:
     """Bytes of all parameters and buffers at their current dtypes (shared tensors counted once)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
     seen: set[int] = set()
     total = 0
     for t in list(model.parameters()) + list(model.buffers()):

@@ -36,9 +36,9 @@ class BM25:
             if isinstance(d, str) or not isinstance(d, Sequence):
                 raise TypeError(f"tokenized_docs[{i}] must be a list of tokens, got {type(d).__name__}; "
                                 "tokenize each document first")
-        if k1 < 0:
-            raise ValueError(f"k1 ({k1}) must be >= 0 (typical 1.2-2.0)")
-        if not 0 <= b <= 1:
+        if isinstance(k1, bool) or not isinstance(k1, (int, float)) or not k1 >= 0:
+            raise ValueError(f"k1 ({k1!r}) must be a number >= 0 (typical 1.2-2.0)")
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
             raise ValueError(f"b ({b}) must be in [0, 1] (0: no length normalisation, 1: full)")
         self.k1, self.b = float(k1), float(b)
         self.n_docs = len(tokenized_docs)

@@ -18,7 +18,7 @@ RECURSIVE_SEPARATORS = ("\n\n", "\n", ". ", "。", " ", "")
 
 
 def _check_size(size: int, overlap: int) -> None:
-    if not isinstance(size, int) or not isinstance(overlap, int):
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (size, overlap)):
         raise TypeError(f"size and overlap must be ints, got {type(size).__name__} and {type(overlap).__name__}")
     if size < 1:
         raise ValueError(f"size ({size}) must be >= 1 character")

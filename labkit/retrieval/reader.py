@@ -60,7 +60,7 @@ class ExtractiveReader:
     """
 
     def __call__(self, question: str, passages: Sequence[str]) -> str:
-        if not question or not question.strip():
+        if not isinstance(question, str) or not question.strip():
             raise ValueError("question is empty")
         sents = sentences_with_titles(passages)
         if not sents:
@@ -126,15 +126,24 @@ def _answer_tokens(s: str) -> list[str]:
     return [t for t in re.findall(rf"[{_CJK}]|[^\s{_CJK}]+", normalize_answer(s))]
 
 
+def _golds(prediction: str, gold: str | Sequence[str]) -> list[str]:
+    if not isinstance(prediction, str):
+        raise TypeError(f"prediction must be a str, got {type(prediction).__name__}")
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    if not golds or not all(isinstance(g, str) for g in golds):
+        raise ValueError(f"gold must be an answer string or a non-empty list of them, got {gold!r}")
+    return golds
+
+
 def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
     """1.0 if the normalised prediction equals a normalised gold answer (max over a list of golds)."""
-    golds = [gold] if isinstance(gold, str) else list(gold)
+    golds = _golds(prediction, gold)
     return float(any(normalize_answer(prediction) == normalize_answer(g) for g in golds))
 
 
 def f1_score(prediction: str, gold: str | Sequence[str]) -> float:
     """SQuAD token F1 (CJK characters are tokens): 2PR/(P+R) on the bag of tokens, max over golds."""
-    golds = [gold] if isinstance(gold, str) else list(gold)
+    golds = _golds(prediction, gold)
     best = 0.0
     p = _answer_tokens(prediction)
     for g in golds:

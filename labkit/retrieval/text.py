@@ -43,6 +43,8 @@ _SENT_SPLIT = re.compile(r"(?<=[。！？])|(?<=[.!?])(?=\s)|(?<=\n\n)")
 
 def split_sentences(text: str) -> list[str]:
     """Sentence pieces for English (. ! ? followed by space) and Chinese (。！？); lossless: ``"".join`` == text."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     return [s for s in _SENT_SPLIT.split(text) if s]
 
 
@@ -53,8 +55,12 @@ _PRONOUN_MID_RE = re.compile(r"(?<=\s)(she|he|it)(?=\s)")
 def sentences_with_titles(passages: Sequence[str]) -> list[tuple[int, str, str]]:
     """``(passage rank, title, sentence)`` for every sentence, with a subject pronoun (He/She/It, "The company",
     她/他/它/公司) replaced by the passage's ``# Title``: the simplest coreference resolution (指代消解)."""
+    if isinstance(passages, str):
+        raise TypeError("passages must be a list of strings; wrap a single passage in a list")
     out = []
     for r, p in enumerate(passages):
+        if not isinstance(p, str):
+            raise TypeError(f"passages[{r}] must be a str, got {type(p).__name__}")
         m = re.search(r"^# (.+)$", p, re.M)
         title = m.group(1).strip() if m else ""
         body = "\n".join(line for line in p.splitlines() if not line.startswith("#"))

@@ -27,7 +27,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
          --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup lab test lint unit nbval execute profile student data manifest doctor clean
+.PHONY: help setup lab test lint unit nbval execute profile student grade data manifest doctor clean
 
 help:
 	@echo "make lab      set up (first time) and open the course in JupyterLab"
@@ -36,7 +36,8 @@ help:
 	@echo "make lint     check labkit's layers (import-linter contract in pyproject.toml)"
 	@echo "make execute  re-run notebooks in place in fresh kernels (NB=notebooks/03_attention.ipynb for one)"
 	@echo "make profile  run the whole course headless: wall time and peak memory per notebook"
-	@echo "make student  learner copies of every notebook in student/ (solutions stubbed)"
+	@echo "make student  learner copies of every notebook in student/ (exercise solutions and lab tasks stubbed)"
+	@echo "make grade    SUBMISSIONS=dir OUT=dir: run each learner's notebooks, score the lab tasks (docs/teaching.md)"
 	@echo "make data     regenerate the shipped data and data/MANIFEST      make doctor  check this machine"
 
 setup: $(STAMP)
@@ -78,6 +79,10 @@ profile: setup
 
 student: setup
 	$(PY) -m labkit student notebooks student
+
+grade: setup
+	@test -n "$(SUBMISSIONS)" && test -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=<one folder per learner> OUT=<results folder>"; exit 2; }
+	$(PY) -m labkit grade $(SUBMISSIONS) --out $(OUT)
 
 doctor: setup
 	$(PY) -m labkit doctor

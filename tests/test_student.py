@@ -1,6 +1,10 @@
-"""`python -m labkit student`: learner copies stub the solutions, keep the checks, and the checks work."""
+"""`python -m labkit student`: learner copies stub the solutions and lab tasks, keep the checks, the checks
+work, and a learner copy with nothing filled in runs top to bottom (Run All never stops)."""
+import ast
+import re
 import subprocess
 import sys
+import time
 
 import nbformat
 import pytest
@@ -21,16 +25,21 @@ def _tags(c):
 def test_student_copy_of_every_notebook(path):
     nb = nbformat.read(path, as_version=4)
     sols = [c for c in nb.cells if "solution" in _tags(c)]
-    out = student_copy(nb)
+    out = student_copy(nb, path.name)
     assert len(out.cells) == len(nb.cells)
     assert all(c.outputs == [] and c.execution_count is None for c in out.cells if c.cell_type == "code")
     stubs = [c for c in out.cells if "exercise" in _tags(c)]
     assert len(stubs) == len(sols)
     for s in stubs:
-        assert "raise NotImplementedError(" in s.source
+        assert "raise NotImplementedError" in s.source
+    tasks = [(a, b) for a, b in zip(nb.cells, out.cells) if "task" in _tags(a)]
+    for orig, stub in tasks:
+        assert stub.source.startswith("# Lab task:") and stub.source.count("raise NotImplementedError(") >= 1
+        assert "task" in _tags(stub) and stub.source != orig.source
+    assert out.metadata["labkit"]["learner_copy"] is True and out.metadata["labkit"]["chapter"] == path.name[:2]
     if path.name != "00_start_here.ipynb":
         assert len(sols) >= 2, f"{path.name}: each chapter ends with 2–4 exercises"
-    assert nb.cells[0].cell_type == "markdown"  # the original is untouched
+    assert nb.cells[0].cell_type == "markdown" and "labkit" not in nb.metadata  # the original is untouched
 
 
 def _run(nb, cwd):
@@ -108,15 +117,111 @@ def test_every_notebook_opens_in_the_course_kernel():
         assert nb.metadata.get("kernelspec") == KERNEL_METADATA["kernelspec"], p.name
 
 
-@pytest.mark.parametrize("name", ["03_attention", "05_normalization", "06_ffn_and_activations", "20_graphrag"])
-def test_whole_learner_copy_runs_and_reports_the_stubs(name, tmp_path, monkeypatch):
-    """A learner runs the whole copy top to bottom: no cell may fail (a lesson cell must not need an
-    exercise's solution), and every check cell reports its exercise as not implemented yet."""
+# ---- Run All never stops ----------------------------------------------------------------------------------
+def _parse(source):
+    """The AST of a cell, with IPython magics and shell lines blanked out."""
+    return ast.parse(re.sub(r"^\s*[%!].*$", "", source, flags=re.MULTILINE))
+
+
+def _rebound_by_lab_use(tree):
+    return {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+            and isinstance(n.value.func, ast.Attribute) and n.value.func.attr == "use"
+            for t in n.targets if isinstance(t, ast.Name)}
+
+
+def _loads_run_now(tree):
+    """Names a cell reads when it runs: its top level, not the bodies of the functions and lambdas it defines."""
+    out, stack = set(), list(ast.iter_child_nodes(tree))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            stack += node.decorator_list if not isinstance(node, ast.Lambda) else []
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            out.add(node.id)
+        stack += list(ast.iter_child_nodes(node))
+    return out
+
+
+def _all_loads(tree):
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def stub_uses(nb):
+    """Where a learner copy would call a stub outside a check: ``[(cell index, name)]``.
+
+    After a stub cell (an exercise or a lab task), a lesson cell may use a stubbed name only once a
+    ``name = lab.use(name, ...)`` has rebound it; a check cell may use it only inside a function or lambda
+    (which ``labkit.exercise`` calls and guards)."""
+    stubbed, found = set(), []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        tree = _parse(cell.source)
+        tags = set(_tags(cell))
+        if tags & {"exercise", "task"}:
+            stubbed |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+            continue
+        uses = _loads_run_now(tree) if "check" in tags else _all_loads(tree)
+        rebound = _rebound_by_lab_use(tree)
+        found += [(i, name) for name in sorted((uses & stubbed) - rebound)]
+        stubbed -= rebound | {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    return found
+
+
+KNOWN_STOPS = {  # learner copies that stop today; fix in the notebook, then delete the entry (strict xfail)
+    "23_zero_and_fsdp.ipynb": "its Pitfalls cell calls the exercise stub min_gpus (use lab.use or its own code)",
+}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_STOPS[p.name]))
+                                  if p.name in KNOWN_STOPS else p for p in ALL], ids=[p.stem for p in ALL])
+def test_no_lesson_cell_of_a_learner_copy_calls_a_stub(path):
+    """Every chapter, statically: the reason a learner copy's Run All would stop (e.g. a Pitfalls cell that
+    calls an exercise's function) is a stub used by a lesson cell. The dynamic test below runs the chapters
+    with lab tasks; running every learner copy takes ~7 minutes (see docs/teaching.md)."""
+    assert stub_uses(student_copy(nbformat.read(path, as_version=4))) == []
+
+
+def test_the_static_check_finds_a_stub_call():
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell
+    nb.cells = [code("def f():\n    # HINT: h\n    return 1\n", metadata={"tags": ["solution"]}),
+                code("_ = labkit.exercise('E', lambda: f())", metadata={"tags": ["check"]}),
+                code("print(f())"),                                            # a Pitfalls cell calling the stub
+                code("def t():\n    # HINT: h\n    return 2\n", metadata={"tags": ["task"]}),
+                code("t = lab.use(t, labkit_t)\nprint(t())"),                  # guarded
+                code("print(t())"),
+                code("x = f()", metadata={"tags": ["check"]})]                   # a check calling it outside the lambda
+    assert stub_uses(student_copy(nb)) == [(2, "f"), (6, "f")]
+
+
+LAB_CHAPTERS = sorted(p.stem for p in ALL if any("task" in _tags(c) for c in nbformat.read(p, as_version=4).cells))
+
+
+@pytest.fixture(scope="session")
+def learner_copies(tmp_path_factory):
+    """Every learner copy, made once by `python -m labkit student notebooks/ OUT/`."""
+    out = tmp_path_factory.mktemp("student")
+    subprocess.run([sys.executable, "-m", "labkit", "student", str(NOTEBOOKS), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("name", LAB_CHAPTERS + ["20_graphrag"])
+def test_whole_learner_copy_runs_and_reports_the_stubs(name, learner_copies, monkeypatch):
+    """A learner runs the whole copy (made by `python -m labkit student`) top to bottom with nothing filled
+    in: no cell fails, each lab task function says once that labkit's version is used, and every check cell
+    reports its exercise as not implemented yet."""
     for k, v in NOTEBOOK_ENV.items():
         monkeypatch.setenv(k, v)
-    src = NOTEBOOKS / f"{name}.ipynb"
-    nb = student_copy(nbformat.read(src, as_version=4))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    checks = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
-              for c in nb.cells if c.cell_type == "code" and "check" in _tags(c)]
+    nb = nbformat.read(learner_copies / f"{name}.ipynb", as_version=4)
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(learner_copies)}}).execute()
+    print(f"{name}: learner copy ran in {time.perf_counter() - t0:.1f} s")
+    text = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in nb.cells
+            if c.cell_type == "code"]
+    checks = [t for t, c in zip(text, [c for c in nb.cells if c.cell_type == "code"]) if "check" in _tags(c)]
     assert len(checks) >= 2 and all("not implemented yet" in r and "✗" in r for r in checks), checks
+    notices = re.findall(r"⚠ (\w+): your version is not written yet — using labkit's", "".join(text))
+    assert sorted(notices) == sorted(nb.metadata["labkit"]["tasks"])

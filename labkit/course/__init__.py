@@ -1,22 +1,45 @@
-"""Layer 11, course: notebook tooling (execute, learner copies), the doctor, the command line.
+"""Layer 11, course: notebook tooling (execute, learner copies, lab tasks, grading), the doctor, the CLI.
 
-    execute.py   run notebooks headless (``python -m labkit execute``); NOTEBOOK_ENV, KERNEL_METADATA
-    student.py   learner copies with stubbed solutions (``python -m labkit student SRC OUT``)
-    doctor.py    is this machine ready for the course? (``python -m labkit doctor``)
-    cli.py       the ``python -m labkit`` command line
+    execute.py       run notebooks headless (``python -m labkit execute``); NOTEBOOK_ENV, KERNEL_METADATA
+    student.py       learner copies: exercise solutions and lab tasks stubbed (``python -m labkit student SRC OUT``)
+    lab.py           ``fn = lab.use(fn, labkit_version)``: Run All goes on while a lab task is unwritten
+    fallbacks.py     labkit's version of each lab task, in the task's signature
+    hidden/          the hidden tests of the lab tasks, one module per chapter
+    grade.py         ``python -m labkit grade SUBMISSIONS --out DIR``; grade_report.py writes what it finds
+    doctor.py        is this machine ready for the course? (``python -m labkit doctor``)
+    cli.py           the ``python -m labkit`` command line
 """
 from __future__ import annotations
 
 from labkit.course.doctor import pinned_requirements, run_doctor  # noqa: F401
 from labkit.course.execute import KERNEL_METADATA, NOTEBOOK_ENV, execute_notebook, main_execute  # noqa: F401
+from labkit.course.grade import (  # noqa: F401
+    DEFAULT_TIMEOUT,
+    GradeError,
+    check_notebook,
+    find_submissions,
+    grade_all,
+    grade_notebook,
+    main_grade,
+)
+from labkit.course.grade_report import CSV_COLUMNS, NotebookGrade, write_reports  # noqa: F401
+from labkit.course.lab import FALLBACK_NOTICE, is_stub, use  # noqa: F401
 from labkit.course.student import (  # noqa: F401
     CHECK_TAG,
+    EXERCISE_TAG,
     HINT_RE,
+    METADATA_KEY,
     SOLUTION_TAG,
+    TASK_TAG,
+    chapter_of,
+    learner_metadata,
     stub_solution,
     student_copy,
     write_student_copies,
 )
 
 __all__ = ["pinned_requirements", "run_doctor", "execute_notebook", "main_execute", "NOTEBOOK_ENV", "KERNEL_METADATA",
-           "student_copy", "stub_solution", "write_student_copies", "SOLUTION_TAG", "CHECK_TAG", "HINT_RE"]
+           "student_copy", "stub_solution", "write_student_copies", "learner_metadata", "chapter_of", "SOLUTION_TAG",
+           "CHECK_TAG", "TASK_TAG", "EXERCISE_TAG", "HINT_RE", "METADATA_KEY", "use", "is_stub", "FALLBACK_NOTICE",
+           "grade_all", "grade_notebook", "main_grade", "find_submissions", "check_notebook", "GradeError",
+           "DEFAULT_TIMEOUT", "NotebookGrade", "write_reports", "CSV_COLUMNS"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m labkit {doctor, student, execute, manifest}`` (``labkit/__main__.py`` calls
+"""Command line: ``python -m labkit {doctor, student, execute, manifest, grade}`` (``labkit/__main__.py`` calls
 :func:`main`). Each command is one function of the course layer or of ``labkit.core.manifest``.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from labkit.core.manifest import WRITE_COMMAND, diff_manifest, read_manifest, wr
 from labkit.core.paths import DATA
 from labkit.course.doctor import run_doctor
 from labkit.course.execute import main_execute
+from labkit.course.grade import main_grade
 from labkit.course.student import write_student_copies
 
 __all__ = ["main", "main_manifest", "USAGE"]
@@ -22,6 +23,9 @@ USAGE = """usage: python -m labkit COMMAND
                          --inplace stores the outputs (default: every notebooks/NN_*.ipynb)
   manifest [--write]     check data/ against data/MANIFEST and list what differs (changed, missing,
                          unlisted; exit 1 on a mismatch); --write rewrites MANIFEST from the files on disk
+  grade SUBMISSIONS --out DIR [--timeout S] [--jobs N] [--seed N]
+                         run each learner's notebooks (SUBMISSIONS/<learner>/*.ipynb) and score their lab
+                         tasks with hidden tests; write DIR/grades.csv and DIR/feedback/<learner>.md
 """
 
 
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_execute(rest)
     if cmd == "manifest":
         return main_manifest(rest)
+    if cmd == "grade":
+        return main_grade(rest)
     print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -1,10 +1,19 @@
 """Learner copies of the course notebooks: ``python -m labkit student SRC OUT``.
 
-In the course notebooks every exercise is two code cells: a *solution* cell (tag ``solution``) that
-defines one or more functions, with a ``# HINT: ...`` comment line, and right after it a *check* cell
-(tag ``check``) that calls :func:`labkit.core.check.exercise`. In the learner copy each solution function
-keeps its signature and docstring and its body becomes ``raise NotImplementedError(<hint>)``; the check
-cell stays, so it reports "not implemented yet" until the learner's code passes. All outputs are cleared.
+Two kinds of cells are stubbed; both define functions (and may import), and each function carries its own
+``# HINT: ...`` comment line inside its body:
+
+* an **exercise** (end of chapter): a *solution* cell (tag ``solution``) followed by a *check* cell (tag
+  ``check``) that calls :func:`labkit.core.check.exercise`; the learner copy tags it ``exercise``;
+* a **lab task** (tag ``task``): the chapter's central build, solved where it stands in the instructor
+  notebook. The learner copy keeps the tag; a later cell rebinds each function with
+  :func:`labkit.course.lab.use`, so Run All keeps going on labkit's version until the learner's is written,
+  and ``python -m labkit grade`` runs the hidden tests of :mod:`labkit.course.hidden` on it.
+
+In the learner copy each function keeps its signature and docstring and its body becomes
+``raise NotImplementedError(<its own hint>)`` (a function without a hint raises a bare
+``NotImplementedError``). All outputs are cleared, and the notebook metadata records that it is a learner
+copy, of which chapter, and its task functions (``nb.metadata["labkit"]``), which the grader checks.
 Running the notebooks headless is :mod:`labkit.course.execute`.
 """
 from __future__ import annotations
@@ -15,70 +24,133 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["student_copy", "stub_solution", "write_student_copies", "SOLUTION_TAG", "CHECK_TAG", "HINT_RE"]
+__all__ = ["student_copy", "stub_solution", "write_student_copies", "learner_metadata", "chapter_of",
+           "SOLUTION_TAG", "CHECK_TAG", "TASK_TAG", "EXERCISE_TAG", "HINT_RE", "METADATA_KEY"]
 
 SOLUTION_TAG = "solution"
 CHECK_TAG = "check"
+TASK_TAG = "task"
+EXERCISE_TAG = "exercise"
+METADATA_KEY = "labkit"
 HINT_RE = re.compile(r"^\s*#\s*HINT:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
+_HEADERS = {
+    "exercise": "# Exercise: fill in the function(s) below; each raises NotImplementedError with its hint.",
+    "task": "# Lab task: write the function(s) below. Until you do, the cells after this one use labkit's "
+            "version (they say so).",
+}
 
 
 def _tags(cell) -> list[str]:
-    """The cell's metadata tags (``solution``, ``check``, ...)."""
+    """The cell's metadata tags (``solution``, ``check``, ``task``, ...)."""
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def stub_solution(source: str) -> str:
-    """Turn a solution cell's source into a learner stub.
+def chapter_of(name: str) -> str | None:
+    """``"03"`` for ``03_attention.ipynb``; ``None`` when the name has no two-digit prefix."""
+    m = re.match(r"(\d\d)_", Path(name).name)
+    return m.group(1) if m else None
+
+
+def _hints_by_line(source: str) -> dict[int, str]:
+    """``{line number: hint text}`` for every ``# HINT: ...`` line (1-based)."""
+    return {source.count("\n", 0, m.start()) + 1: m.group(1) for m in HINT_RE.finditer(source)}
+
+
+def _stub_function(node: ast.FunctionDef, lines: list[str], hint: str | None) -> str:
+    """Signature (with decorators) and docstring of ``node``, then a body that raises NotImplementedError."""
+    first_body = node.body[0]
+    has_doc = (isinstance(first_body, ast.Expr) and isinstance(first_body.value, ast.Constant)
+               and isinstance(first_body.value.value, str))
+    head_end = first_body.end_lineno if has_doc else first_body.lineno - 1
+    start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+    indent = re.match(r"\s*", lines[first_body.lineno - 1]).group(0) or "    "
+    raise_line = f"raise NotImplementedError({hint!r})" if hint else "raise NotImplementedError"
+    return "\n".join(lines[start - 1: head_end] + [f"{indent}# Your code here.", f"{indent}{raise_line}"])
+
+
+def stub_solution(source: str, kind: str = "exercise") -> str:
+    """Turn a solution (``kind="exercise"``) or lab-task (``kind="task"``) cell's source into a learner stub.
 
     Each top-level ``def`` keeps its signature and docstring; its body becomes
-    ``raise NotImplementedError("<hint>")``. Imports are kept. Anything else is an error: a solution
-    cell must only define functions (so the check cell can call them).
+    ``raise NotImplementedError("<the hint inside that function>")``. Imports are kept. Anything else is an
+    error: the cell must only define functions (so the cells after it can call them). An exercise cell needs
+    at least one hint; every function of a task cell needs its own. A function may hold at most one hint,
+    and a hint outside every function is an error (it would not be clear which function it helps).
     """
-    m = HINT_RE.search(source)
-    if not m:
-        raise ValueError("solution cell has no '# HINT: ...' line; add one so the learner stub can show it")
-    hint = m.group(1)
+    if kind not in _HEADERS:
+        raise ValueError(f"kind must be one of {sorted(_HEADERS)}, got {kind!r}")
+    hints = _hints_by_line(source)
+    if not hints:
+        raise ValueError(f"{kind} cell has no '# HINT: ...' line; add one inside each function so the learner "
+                         "stub can show it")
     tree = ast.parse(source)
     lines = source.splitlines()
     out: list[str] = []
-    n_defs = 0
+    used: set[int] = set()
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            out.append("\n".join(lines[node.lineno - 1 : node.end_lineno]))
+            out.append("\n".join(lines[node.lineno - 1: node.end_lineno]))
         elif isinstance(node, ast.FunctionDef):
-            n_defs += 1
-            first_body = node.body[0]
-            has_doc = (isinstance(first_body, ast.Expr) and isinstance(first_body.value, ast.Constant)
-                       and isinstance(first_body.value.value, str))
-            head_end = (first_body.end_lineno if has_doc else first_body.lineno - 1)
-            start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-            head = lines[start - 1 : head_end]
-            indent = re.match(r"\s*", lines[first_body.lineno - 1]).group(0) or "    "
-            out.append("\n".join(head + [f"{indent}# Your code here.", f"{indent}raise NotImplementedError({hint!r})"]))
+            mine = [n for n in hints if node.lineno <= n <= node.end_lineno]
+            if len(mine) > 1:
+                raise ValueError(f"function {node.name} has {len(mine)} '# HINT:' lines (lines {mine}); keep one")
+            if kind == "task" and not mine:
+                raise ValueError(f"task function {node.name} has no '# HINT: ...' line; give every task function "
+                                 "its own hint")
+            used.update(mine)
+            out.append(_stub_function(node, lines, hints[mine[0]] if mine else None))
         else:
             raise ValueError(
-                f"solution cell line {node.lineno}: only imports and function definitions are allowed "
+                f"{kind} cell line {node.lineno}: only imports and function definitions are allowed "
                 f"(found {type(node).__name__}); move other code into the function or another cell"
             )
-    if n_defs == 0:
-        raise ValueError("solution cell defines no function; the check cell needs one to call")
-    return f"# Exercise: fill in the function(s) below. HINT: {hint}\n" + "\n\n\n".join(out) + "\n"
+    if not any(isinstance(n, ast.FunctionDef) for n in tree.body):
+        raise ValueError(f"{kind} cell defines no function; the cells after it need one to call")
+    stray = sorted(set(hints) - used)
+    if stray:
+        raise ValueError(f"'# HINT:' on line {stray[0]} is outside every function; put it inside the function "
+                         "it helps")
+    return _HEADERS[kind] + "\n" + "\n\n\n".join(out) + "\n"
 
 
-def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A learner copy of ``nb`` (a new object; ``nb`` is not changed)."""
+def _function_names(source: str) -> list[str]:
+    return [n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
+
+
+def learner_metadata(nb: nbformat.NotebookNode) -> dict | None:
+    """The ``labkit`` metadata of a learner copy (``learner_copy``, ``chapter``, ``source``, ``tasks``), or
+    ``None`` for a notebook that was not made by :func:`student_copy`."""
+    meta = nb.get("metadata", {}).get(METADATA_KEY)
+    return dict(meta) if isinstance(meta, dict) and meta.get("learner_copy") is True else None
+
+
+def student_copy(nb: nbformat.NotebookNode, source_name: str | None = None) -> nbformat.NotebookNode:
+    """A learner copy of ``nb`` (a new object; ``nb`` is not changed).
+
+    ``source_name`` (e.g. ``"03_attention.ipynb"``) is recorded in the metadata with its chapter number.
+    """
     nb = nbformat.from_dict(nb)  # deep copy
     cells = nb.cells
+    task_functions: list[str] = []
     for i, cell in enumerate(cells):
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
-        if SOLUTION_TAG in _tags(cell):
-            nxt = next((c for c in cells[i + 1 :] if c.cell_type == "code"), None)
+        tags = _tags(cell)
+        if SOLUTION_TAG in tags and TASK_TAG in tags:
+            raise ValueError(f"cell {i}: a cell is either an exercise 'solution' or a lab 'task', not both")
+        if SOLUTION_TAG in tags:
+            nxt = next((c for c in cells[i + 1:] if c.cell_type == "code"), None)
             if nxt is None or CHECK_TAG not in _tags(nxt):
                 raise ValueError(f"cell {i}: a 'solution' cell must be followed by a code cell tagged 'check'")
-            cell.source = stub_solution(cell.source)
-            cell.metadata["tags"] = [t for t in _tags(cell) if t != SOLUTION_TAG] + ["exercise"]
+            cell.source = stub_solution(cell.source, "exercise")
+            cell.metadata["tags"] = [t for t in tags if t != SOLUTION_TAG] + [EXERCISE_TAG]
+        elif TASK_TAG in tags:
+            task_functions += _function_names(cell.source)
+            cell.source = stub_solution(cell.source, "task")
+    nb.metadata[METADATA_KEY] = {"learner_copy": True, "chapter": chapter_of(source_name or ""),
+                                 "source": Path(source_name).name if source_name else None,
+                                 "tasks": task_functions}
     return nb
 
 
@@ -98,5 +170,5 @@ def write_student_copies(src: Path, out: Path) -> list[Path]:
         targets = [out]
     for f, t in zip(files, targets):
         nb = nbformat.read(f, as_version=4)
-        nbformat.write(student_copy(nb), t)
+        nbformat.write(student_copy(nb, f.name), t)
     return targets

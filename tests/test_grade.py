@@ -1,0 +1,300 @@
+"""`python -m labkit grade`: full marks for the instructor's solutions, 0 (and no crash) for untouched learner
+copies, 0 for a task answered by calling the reference, partial marks for a bug, only the unreached tasks
+lost when a notebook stops, and clear errors for what cannot be graded.
+
+One session fixture grades a folder of made-up learners once (14 notebooks, 2 kernels at a time); the
+hidden tests themselves are also run without kernels, on the instructor's task cells and on mutants of them.
+"""
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+
+from labkit.core.paths import NOTEBOOKS
+from labkit.course import grade
+from labkit.course.hidden import base, chapters_with_tasks, module_of
+from labkit.course.student import student_copy
+
+CHAPTERS = chapters_with_tasks()
+NOTEBOOK_OF = {p.name[:2]: p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
+
+
+def _tags(cell):
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def _tasks(chapter):
+    return importlib.import_module(module_of(chapter)).TASKS
+
+
+def learner_copy(chapter, **replace):
+    """A learner copy of ``chapter`` with its task cells filled in: by the instructor's code, except each
+    function named in ``replace`` (name -> new source of the whole cell it is in)."""
+    src = NOTEBOOK_OF[chapter]
+    original = {c.id: c.source for c in nbformat.read(src, as_version=4).cells}
+    nb = student_copy(nbformat.read(src, as_version=4), src.name)
+    for cell in nb.cells:
+        if "task" in _tags(cell):
+            cell.source = original[cell.id]
+            for name, code in replace.items():
+                if f"def {name}(" in cell.source:
+                    cell.source = code
+    return nb
+
+
+def untouched_copy(chapter):
+    src = NOTEBOOK_OF[chapter]
+    return student_copy(nbformat.read(src, as_version=4), src.name)
+
+
+CHEAT_SOFTMAX = "import torch\n\ndef stable_softmax(z, dim=-1):\n    return torch.softmax(z, dim=dim)\n"
+CHEAT_CE = ("def cross_entropy(z, y, ignore_index=-100, label_smoothing=0.0):\n"
+            "    return numerics.cross_entropy(z, y, ignore_index, label_smoothing)\n")
+NAIVE_SOFTMAX = ("import torch\n\ndef stable_softmax(z, dim=-1):\n    e = torch.exp(z)  # no max subtracted\n"
+                 "    return e / e.sum(dim=dim, keepdim=True)\n")
+
+
+def _cheat_attention(chapter_nb_source):
+    """The instructor's 03 task cell with attention answered by a helper that calls PyTorch's SDPA."""
+    return chapter_nb_source + (
+        "\n\ndef _helper(q, k, v, m):\n    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)\n"
+        "\n\ndef attention(q, k, v, mask=None, is_causal=False):\n"
+        "    m = causal_mask(q.shape[-2], k.shape[-2]) if is_causal else mask\n    return _helper(q, k, v, m)\n")
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory):
+    """Grade once: full/ (instructor code), empty/ (untouched), cheat/, buggy/, crash/, confused/."""
+    root = tmp_path_factory.mktemp("submissions")
+    subs, out = root / "SUB", root / "OUT"
+    attn_cell = next(c.source for c in nbformat.read(NOTEBOOK_OF["03"], as_version=4).cells
+                     if "task" in _tags(c) and "def attention(" in c.source)
+    crash = learner_copy("05")
+    after = next(i for i, c in enumerate(crash.cells) if "rms_norm = lab.use(" in c.source)
+    crash.cells.insert(after + 1, nbformat.v4.new_code_cell("import os\nos._exit(1)  # the kernel dies here"))
+    books = {
+        "full": {ch: learner_copy(ch) for ch in CHAPTERS},
+        "empty": {ch: untouched_copy(ch) for ch in CHAPTERS},
+        "cheat": {"01": learner_copy("01", stable_softmax=CHEAT_SOFTMAX, cross_entropy=CHEAT_CE),
+                  "03": learner_copy("03", attention=_cheat_attention(attn_cell.replace("def attention(", "def _unused(")))},
+        "buggy": {"01": learner_copy("01", stable_softmax=NAIVE_SOFTMAX)},
+        "crash": {"05": crash},
+        "confused": {"01": nbformat.read(NOTEBOOK_OF["01"], as_version=4), "04": untouched_copy("04")},
+    }
+    for learner, nbs in books.items():
+        (subs / learner).mkdir(parents=True)
+        for ch, nb in nbs.items():
+            nbformat.write(nb, subs / learner / NOTEBOOK_OF[ch].name)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "labkit", "grade", str(subs), "--out", str(out), "--jobs", "2"],
+                       capture_output=True, text=True, timeout=900)
+    print(f"graded {sum(map(len, books.values()))} notebooks in {time.perf_counter() - t0:.0f} s")
+    with open(out / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"run": r, "rows": rows, "out": out}
+
+
+def _rows(graded, learner, chapter=None):
+    return [r for r in graded["rows"] if r["learner"] == learner and (chapter is None or r["chapter"] == chapter)]
+
+
+def test_instructor_solutions_get_full_marks(graded):
+    rows = _rows(graded, "full")
+    assert {r["chapter"] for r in rows} == set(CHAPTERS)
+    assert len(rows) == sum(len(_tasks(ch)) for ch in CHAPTERS)
+    for r in rows:
+        assert int(r["max_points"]) > 0 and r["points"] == r["max_points"], r
+        assert r["message"].startswith("all ") and r["message"].endswith("checks passed")
+
+
+def test_untouched_learner_copies_score_zero_without_crashing(graded):
+    rows = _rows(graded, "empty")
+    assert len(rows) == sum(len(_tasks(ch)) for ch in CHAPTERS)
+    assert all(r["points"] == "0" and "not written yet" in r["message"] for r in rows), rows
+
+
+def test_calling_the_reference_scores_zero_and_says_why(graded):
+    by_task = {r["task"].split()[0]: r for r in _rows(graded, "cheat")}
+    assert by_task["01.A"]["points"] == "0" and "torch.softmax" in by_task["01.A"]["message"]
+    assert by_task["01.B"]["points"] == "0" and "labkit.core.numerics.cross_entropy" in by_task["01.B"]["message"]
+    assert by_task["03.B"]["points"] == "0" and "scaled_dot_product_attention" in by_task["03.B"]["message"]
+    # the other tasks of the same notebooks are scored on their own
+    assert by_task["03.A"]["points"] == by_task["03.A"]["max_points"]
+    assert by_task["03.C"]["points"] == by_task["03.C"]["max_points"]
+    # chapters another learner handed in and this one did not: 0 with a reason
+    assert all(r["points"] == "0" and "no notebook for chapter" in r["message"] for r in _rows(graded, "cheat", "02"))
+
+
+def test_a_bug_gets_partial_marks_and_the_failing_checks_named(graded):
+    softmax = next(r for r in _rows(graded, "buggy", "01") if r["task"].startswith("01.A"))
+    assert 0 < int(softmax["points"]) < int(softmax["max_points"])
+    assert "✗ huge and -inf logits" in softmax["message"] and "NaN" in softmax["message"]
+
+
+def test_a_notebook_that_stops_loses_only_the_tasks_it_did_not_reach(graded):
+    by_task = {r["task"].split()[0]: r for r in _rows(graded, "crash", "05")}
+    assert by_task["05.A"]["points"] == by_task["05.A"]["max_points"]
+    for key in ("05.B", "05.C"):
+        assert by_task[key]["points"] == "0"
+        assert by_task[key]["message"].startswith("not reached: the kernel died in cell")
+
+
+def test_a_cell_that_raises_does_not_cost_the_next_task(graded):
+    """The buggy softmax makes the notebook's own check after task 01.A raise; 01.B is still scored, and the
+    feedback lists the cell that raised."""
+    ce = next(r for r in _rows(graded, "buggy", "01") if r["task"].startswith("01.B"))
+    assert ce["points"] == ce["max_points"]
+    fb = (graded["out"] / "feedback" / "buggy.md").read_text()
+    assert "Cells that raised an error" in fb and "raised AssertionError: ✗ stable softmax matches torch.softmax: NaN" in fb
+
+
+def test_what_cannot_be_graded_is_reported_not_fatal(graded):
+    r = graded["run"]
+    assert r.returncode == 1, r.stderr
+    rows = _rows(graded, "confused")
+    notebook_rows = [x for x in rows if x["task"] == "(notebook)"]
+    assert len(notebook_rows) == 2 and all(x["max_points"] == "0" for x in notebook_rows)
+    messages = " ".join(x["message"] for x in notebook_rows)
+    assert "is not a learner copy (an instructor notebook" in messages and "python -m labkit student" in messages
+    assert "chapter '04' has no lab tasks" in messages
+    assert "confused: 01_softmax_and_losses.ipynb is not a learner copy" in r.stderr
+
+
+def test_reports_csv_feedback_and_summary(graded):
+    out, r = graded["out"], graded["run"]
+    with open(out / "grades.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["learner", "chapter", "task", "points", "max_points", "message"]
+    learners = {"full", "empty", "cheat", "buggy", "crash", "confused"}
+    assert {p.stem for p in (out / "feedback").glob("*.md")} == learners
+    fb = (out / "feedback" / "buggy.md").read_text()
+    assert fb.startswith("# Lab feedback: buggy") and "✗ huge and -inf logits" in fb and "✓ the dim argument" in fb
+    assert "stopped early" in (out / "feedback" / "crash.md").read_text()
+    summary = r.stdout.splitlines()
+    header = next(line for line in summary if line.startswith("learner"))
+    assert header.split() == ["learner", *CHAPTERS, "total"]
+    full = next(line for line in summary if line.startswith("full "))
+    total = sum(t.max_points for ch in CHAPTERS for t in _tasks(ch))
+    assert full.split()[-1] == f"{total}/{total}"
+
+
+# ---- errors that stop the grader before any kernel -----------------------------------------------------------
+@pytest.mark.parametrize("make, msg", [
+    (lambda p: p / "missing", "is not a folder"),
+    (lambda p: p, "has no learner notebooks"),
+    (lambda p: (p / "alice").mkdir() or p, "has no learner notebooks"),
+    (lambda p: _touch(p / "01_softmax_and_losses.ipynb").parent, "directly inside it"),
+])
+def test_unusable_submissions_folder(tmp_path, capsys, make, msg):
+    assert grade.main_grade([str(make(tmp_path)), "--out", str(tmp_path / "out")]) == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / "out" / "grades.csv").exists()
+
+
+def _touch(path):
+    path.write_text("{}")
+    return path
+
+
+def test_check_notebook_messages(tmp_path):
+    assert grade.check_notebook(_write(tmp_path / "a.ipynb", untouched_copy("06"))) == "06"
+    with pytest.raises(ValueError, match="not a learner copy .an instructor notebook"):
+        grade.check_notebook(NOTEBOOK_OF["03"])
+    with pytest.raises(ValueError, match="chapter '04' has no lab tasks to grade .chapters with lab tasks: 01, 02"):
+        grade.check_notebook(_write(tmp_path / "04_attention_variants.ipynb", untouched_copy("04")))
+    (tmp_path / "broken.ipynb").write_text("not json")
+    with pytest.raises(ValueError, match="not a readable notebook"):
+        grade.check_notebook(tmp_path / "broken.ipynb")
+
+
+def _write(path, nb):
+    nbformat.write(nb, path)
+    return path
+
+
+# ---- the hidden tests without kernels: accept the instructor's code, reject a mutant, catch the reference ---------
+MUTATIONS = {
+    "stable_softmax": "out + 1e-3", "cross_entropy": "out * 1.001", "get_stats": "{**out, (999, 999): 1}",
+    "train_bpe": "(out[0][:-1], out[1][:-1])", "encode_chunk": "out + [0]", "causal_mask": "~out",
+    "attention": "out + 1e-3", "split_heads": "out.flip(1)", "rms_norm": "out * 1.001", "pre_ln_block": "out + 1e-3",
+    "post_ln_block": "out + 1e-3", "swiglu": "out * 1.001", "llama_params": "out + 1",
+}
+
+
+def _solutions(chapter, tmp_path):
+    """The instructor's task cells of ``chapter`` as an importable module (so their source can be read), plus
+    one mutant per function: ``<name>_mutant`` returns a slightly wrong answer."""
+    cells = [c.source for c in nbformat.read(NOTEBOOK_OF[chapter], as_version=4).cells if "task" in _tags(c)]
+    mutants = [f"\n\ndef {name}_mutant(*args, **kwargs):\n    out = {name}(*args, **kwargs)\n    return {expr}\n"
+               for name, expr in MUTATIONS.items() if any(f"def {name}(" in c for c in cells)]
+    path = tmp_path / f"solutions_{chapter}.py"
+    path.write_text("\n\n".join(cells) + "".join(mutants))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = mod
+    spec.loader.exec_module(mod)
+    return vars(mod)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_hidden_tests_pass_the_solution_and_fail_a_mutant(chapter, tmp_path):
+    ns = _solutions(chapter, tmp_path)
+    for task in _tasks(chapter):
+        r = base.run_task(task, ns, seed=3)
+        assert r["points"] == task.max_points, (task.key, r["message"])
+        first = task.functions[0]
+        mutant = base.run_task(task, {**ns, first: ns[f"{first}_mutant"]}, seed=3)
+        assert mutant["points"] < task.max_points, (task.key, "a wrong answer passed every check")
+        assert "uses" not in mutant["message"], mutant["message"]      # failed on values, not as a reference call
+
+
+def test_reference_calls_are_found_in_the_source_and_at_run_time(tmp_path):
+    path = tmp_path / "learner_refs.py"
+    path.write_text(
+        "import torch\nimport torch.nn.functional as F\nfrom torch.nn.functional import softmax as sm\n"
+        "from labkit.core import numerics\n\n"
+        "def direct(z, dim=-1):\n    return torch.softmax(z, dim)\n\n"
+        "def imported_name(z, dim=-1):\n    return sm(z, dim)\n\n"
+        "def method(z, dim=-1):\n    return z.softmax(dim)\n\n"
+        "def labkit_module(z, dim=-1):\n    return numerics.stable_softmax(z, dim)\n\n"
+        "def _helper(z, dim):\n    return F.log_softmax(z, dim).exp()\n\n"
+        "def through_helper(z, dim=-1):\n    return _helper(z, dim)\n\n"
+        "def dynamic(z, dim=-1):\n    return getattr(torch, 'soft' + 'max')(z, dim)\n")
+    spec = importlib.util.spec_from_file_location("learner_refs", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    softmax_task = next(t for t in _tasks("01") if t.key == "01.A")
+    expect = {"direct": "torch.softmax", "imported_name": "F.softmax", "method": ".softmax(", "labkit_module": "labkit",
+              "through_helper": "F.log_softmax"}
+    for name, needle in expect.items():
+        why = base.find_forbidden(getattr(mod, name), softmax_task.forbidden)
+        assert why is not None and needle in why, (name, why)
+    assert base.find_forbidden(mod.dynamic, softmax_task.forbidden) is None     # invisible to the source ...
+    r = base.run_task(softmax_task, {"stable_softmax": mod.dynamic})
+    assert r["points"] == 0 and "called torch.softmax at run time" in r["message"]   # ... caught when it runs
+    import torch
+    assert torch.softmax(torch.zeros(2), -1).tolist() == [0.5, 0.5]                  # and torch is restored
+
+
+def test_an_endless_loop_fails_one_check_not_the_grader(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "CHECK_SECONDS", 0.5)
+    path = tmp_path / "slow.py"
+    path.write_text("def llama_params(*args, **kwargs):\n    while True:\n        pass\n")
+    spec = importlib.util.spec_from_file_location("slow", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    task = next(t for t in _tasks("06") if t.key == "06.B")
+    t0 = time.perf_counter()
+    r = base.run_task(task, {"llama_params": mod.llama_params})
+    assert r["points"] == 0 and "longer than" in r["message"] and time.perf_counter() - t0 < 10
+
+
+def test_task_specs_are_what_the_grader_reads(capsys):
+    base.task_specs(_tasks("03"), "M:")
+    specs = json.loads(capsys.readouterr().out.removeprefix("M:"))
+    assert [s["key"] for s in specs] == ["03.A", "03.B", "03.C"]
+    assert specs[1]["functions"] == ["attention"] and specs[1]["max_points"] == 4

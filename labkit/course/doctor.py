@@ -6,11 +6,12 @@ import re
 import sys
 import tomllib
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 from labkit.core.manifest import verify_manifest
 from labkit.core.paths import ROOT
-from labkit.course.execute import NOTEBOOK_ENV
+from labkit.course.kernel import KERNEL_NAME, NOTEBOOK_ENV, find_kernel, kernel_problems
 
 __all__ = ["pinned_requirements", "run_doctor"]
 
@@ -76,24 +77,47 @@ def _check_minilm() -> str:
     return f"all-MiniLM-L6-v2 weights at {p.name}/ (site-packages)"
 
 
+def _check_kernel() -> str:
+    """The course kernel: its spec carries the pinned variables into every notebook, whoever starts it."""
+    found = find_kernel()
+    problems = kernel_problems(found)
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    folder = found[0].resolve()
+    where = ("installed in this environment" if folder.is_relative_to(Path(sys.prefix).resolve())
+             else f"installed in {folder}")
+    return f"{KERNEL_NAME} starts this Python with the pinned variables ({where})"
+
+
+def _kernel_ok() -> bool:
+    return not kernel_problems(find_kernel())
+
+
 def _check_offline() -> str:
-    if os.environ.get("HF_HUB_OFFLINE") != "1":
-        raise RuntimeError("HF_HUB_OFFLINE is not 1: hub look-ups will hang ~50 s before failing. "
-                           "Fix: export HF_HUB_OFFLINE=1 (the Makefile does)")
-    return "HF_HUB_OFFLINE=1"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "HF_HUB_OFFLINE=1"
+    if _kernel_ok():
+        return (f"notebooks: set by the {KERNEL_NAME} kernel; this shell: not set (scripts you run here: "
+                "export HF_HUB_OFFLINE=1)")
+    raise RuntimeError("HF_HUB_OFFLINE is not 1: hub look-ups will hang ~50 s before failing. "
+                       "Fix: make setup (installs the course kernel, which sets it for notebooks), or "
+                       "export HF_HUB_OFFLINE=1 (the Makefile does)")
 
 
 def _check_numerics() -> str:
-    """The pinned CPU code paths (Makefile) that make stored notebook outputs reproduce on any x86 CPU."""
+    """The pinned CPU code paths (Makefile, course kernel) that make stored outputs reproduce on any x86 CPU."""
     import torch
 
     want = {k: NOTEBOOK_ENV[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
     off = [f"{k}={v}" for k, v in want.items() if os.environ.get(k) != v]
-    if off:
-        raise RuntimeError(f"not set: {' '.join(off)}; your floats may differ from the stored outputs in the last "
-                           "digits (training runs then drift). Fix: run through make (make lab / make execute), "
-                           "or export them")
-    return f"PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, MKL_CBWR={want['MKL_CBWR']}"
+    if not off:
+        return f"PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, MKL_CBWR={want['MKL_CBWR']}"
+    if _kernel_ok():
+        return (f"notebooks: pinned by the {KERNEL_NAME} kernel; this shell: not set (scripts you run here: "
+                f"export {' '.join(off)})")
+    raise RuntimeError(f"not set: {' '.join(off)}; your floats may differ from the stored outputs in the last "
+                       "digits (training runs then drift). Fix: make setup (installs the course kernel, which "
+                       "sets them for notebooks), run through make (make lab / make execute), or export them")
 
 
 def _check_data() -> str:
@@ -109,6 +133,7 @@ CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("torch", _check_torch),
     ("tiktoken", _check_tiktoken),
     ("minilm", _check_minilm),
+    ("kernel", _check_kernel),
     ("offline", _check_offline),
     ("numerics", _check_numerics),
     ("data", _check_data),

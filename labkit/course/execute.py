@@ -1,9 +1,9 @@
 """Run the course headless: ``python -m labkit execute [--inplace] [NB ...]``.
 
-Executes each notebook top to bottom in a fresh kernel (offline, tqdm silenced, the pinned CPU code paths
-of :data:`NOTEBOOK_ENV`), prints a table of wall time and peak memory per notebook, and with ``--inplace``
-stores the outputs (how committed notebooks are refreshed; nbval then checks them). Learner copies are
-:mod:`labkit.course.student`.
+Executes each notebook top to bottom in a fresh course kernel (:mod:`labkit.course.kernel`, which carries
+:data:`NOTEBOOK_ENV`: offline, tqdm silenced, the pinned CPU code paths), prints a table of wall time and
+peak memory per notebook, and with ``--inplace`` stores the outputs (how committed notebooks are refreshed;
+nbval then checks them). Learner copies are :mod:`labkit.course.student`.
 """
 from __future__ import annotations
 
@@ -14,31 +14,14 @@ from pathlib import Path
 import nbformat
 
 from labkit.core.paths import NOTEBOOKS
+from labkit.course.kernel import NOTEBOOK_ENV, ensure_kernel, notebook_metadata
 
 __all__ = ["execute_notebook", "main_execute", "NOTEBOOK_ENV", "KERNEL_METADATA"]
 
 
-#: Environment every notebook runs in, for `make execute` and for nbval alike.
-NOTEBOOK_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TQDM_DISABLE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONHASHSEED": "0",
-    "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    "OMP_WAIT_POLICY": "passive",
-    # identical floats on AVX2 and AVX-512 CPUs, Intel and AMD (the Makefile says why)
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "COMPATIBLE",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-}
-
-
-#: Stored in every executed notebook, so JupyterLab does not ask which kernel to use.
-KERNEL_METADATA = {
-    "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
-    "language_info": {"name": "python", "file_extension": ".py", "mimetype": "text/x-python"},
-}
+#: Stored in every executed notebook (with the kernel's own language_info): JupyterLab opens it straight in the
+#: course kernel, and opening it changes nothing (:func:`labkit.course.kernel.notebook_metadata`).
+KERNEL_METADATA = notebook_metadata()
 
 
 def execute_notebook(path: Path, *, inplace: bool = False, timeout: int = 600) -> tuple[float, float, float]:
@@ -54,10 +37,11 @@ def execute_notebook(path: Path, *, inplace: bool = False, timeout: int = 600) -
         os.environ[k] = v
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name=ensure_kernel(),
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     with client.setup_kernel():
+        language_info = client.wait_for_reply(client.kc.kernel_info())["content"]["language_info"]
         for i, cell in enumerate(nb.cells):
             client.execute_cell(cell, i)
         wall = time.perf_counter() - t0
@@ -73,7 +57,7 @@ def execute_notebook(path: Path, *, inplace: bool = False, timeout: int = 600) -
     txt = "".join(o.get("text", "") for o in probe.outputs)
     self_kb, child_kb, cpu = txt.split()[:3]
     if inplace:
-        nb.metadata.update(KERNEL_METADATA)  # JupyterLab opens it straight in the course kernel, no prompt
+        nb.metadata.update(notebook_metadata(language_info))  # what JupyterLab would write: opening it is a no-op
         nbformat.write(nb, path)
     return wall, float(cpu), (int(self_kb) + int(child_kb)) / 1024
 

@@ -169,8 +169,7 @@ def stub_uses(nb):
     return found
 
 
-KNOWN_STOPS = {  # learner copies that stop today; fix in the notebook, then delete the entry (strict xfail)
-    "23_zero_and_fsdp.ipynb": "its Pitfalls cell calls the exercise stub min_gpus (use lab.use or its own code)",
+KNOWN_STOPS: dict[str, str] = {  # learner copies that stop today; fix in the notebook, then delete the entry (strict xfail)
 }
 
 

@@ -138,13 +138,38 @@ def _resolve(node: ast.AST, scope: dict[str, Any]) -> Any:
     return _MISSING
 
 
-def _scope(fn: Callable[..., Any]) -> dict[str, Any]:
+def _scope(fn: Callable[..., Any], tree: ast.AST | None = None) -> dict[str, Any]:
+    """The names ``fn`` reads from outside: its globals and closure, minus the names it binds itself (a
+    learner's local ``D = x.shape[-1]`` is not the notebook's global ``D``, e.g. ``labkit.parallel``)."""
     scope = dict(getattr(fn, "__globals__", {}))
     try:
         scope.update(inspect.getclosurevars(fn).nonlocals)
     except (TypeError, ValueError):
         pass
+    for name in _local_names(tree) if tree is not None else ():
+        scope.pop(name, None)
     return scope
+
+
+def _local_names(tree: ast.AST) -> set[str]:
+    """Names bound inside the function of ``tree`` (arguments, assignments, loop and ``with`` targets,
+    nested functions), except those declared ``global`` or ``nonlocal``; nested scopes are included."""
+    bound, declared = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not _first_def(tree):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared.update(node.names)
+    return bound - declared
+
+
+def _first_def(tree: ast.AST) -> ast.AST | None:
+    body = getattr(tree, "body", [])
+    return body[0] if body and isinstance(body[0], (ast.FunctionDef, ast.AsyncFunctionDef)) else None
 
 
 def find_forbidden(fn: Callable[..., Any], forbidden: Forbidden, _seen: set[int] | None = None) -> str | None:
@@ -157,7 +182,7 @@ def find_forbidden(fn: Callable[..., Any], forbidden: Forbidden, _seen: set[int]
     tree = _tree(fn)
     if tree is None:
         return _scan_code(fn, forbidden)
-    scope, name = _scope(fn), getattr(fn, "__name__", "?")
+    scope, name = _scope(fn, tree), getattr(fn, "__name__", "?")
     first = getattr(getattr(fn, "__code__", None), "co_firstlineno", 1)  # lines as numbered in the learner's cell
     for node in ast.walk(tree):
         where = f"(line {first + getattr(node, 'lineno', 1) - 1}, in {name})"

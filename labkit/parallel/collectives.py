@@ -70,7 +70,7 @@ def ring_allreduce_time(n_bytes: float, n_workers: int, bandwidth: float, latenc
     """α–β time model of a ring all-reduce: ``2(P-1)·α + 2(P-1)/P · n_bytes / β`` seconds.
 
     ``bandwidth`` β in bytes/s per link and direction, ``latency`` α in seconds per step. Example:
-    14 GB of fp16 gradients on 8 GPUs: 0.77 s at 32 GB/s (PCIe 4.0), 0.082 s at 300 GB/s (NVLink).
+    14 GB of fp16 gradients on 8 GPUs: 0.77 s at 32 GB/s (PCIe 4.0), 0.163 s at 150 GB/s per direction (V100 NVLink; its 300 GB/s is both directions added).
     """
     _check_int(n_workers, "n_workers", 1, "pass the number of ranks in the ring")
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not 0 < bandwidth < float("inf"):

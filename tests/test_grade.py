@@ -235,6 +235,10 @@ MUTATIONS = {
     "ring_allreduce": "[o + 1e-3 for o in out]", "ddp_step": "[x * 1.1 for x in out]",
     "zero1_adam_step": "[p + 1e-3 for p in out]", "column_parallel": "[o + 1e-3 for o in out]",
     "one_f_one_b": "out[::-1]",
+    "adamw_step": "args[0].mul_(1.001)", "clip_grad_global": "out * 1.001", "lr_schedule": "out * 1.001",
+    "nucleus_filter": "out.flip(-1)", "greedy_with_cache": "out.flip(1)",
+    "quantize_per_channel": "(out[0], out[1] * 1.001)", "nf4_quantize_blocks": "((out[0] + 1) % 16, out[1])",
+    "saved_bytes": "out + 4", "loss_scaler_step": "(out[0], out[1] * 2, out[2])",
 }
 
 

@@ -100,3 +100,30 @@ def test_sampling_settings_must_be_finite_and_logits_float() -> None:
         apply_temperature(z, float("inf"))                   # used to return all zeros
     with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
         top_k_filter(torch.ones(2, 5, dtype=torch.long), 2)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True])
+def test_seq_rep_n_rejects_impossible_n(n):
+    from labkit.model import seq_rep_n
+
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        seq_rep_n([1, 2, 1, 2], n)
+    assert seq_rep_n([1, 2, 1, 2, 1, 2], 2) == pytest.approx(1 - 2 / 5)   # the docstring's example still holds
+
+
+@pytest.mark.parametrize("base", [0.0, 1.0, -10000.0])
+def test_rope_cos_sin_rejects_base_at_most_one(base):
+    from labkit.blocks.rope import rope_cos_sin
+
+    with pytest.raises(ValueError, match="base must be > 1"):
+        rope_cos_sin(torch.arange(4), 8, base=base)
+    cos, sin = rope_cos_sin(torch.arange(4), 8, base=1.5)   # a legal (if unusual) base still works
+    assert torch.isfinite(cos).all() and torch.isfinite(sin).all()
+
+
+def test_padding_stats_rejects_empty_lengths():
+    from labkit.finetune.sft.packing import padding_stats
+
+    with pytest.raises(ValueError, match="lengths is empty"):
+        padding_stats([], 8, "ffd")
+    assert padding_stats([3, 5], 8, "ffd")["waste"] == 0.0

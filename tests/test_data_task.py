@@ -1,6 +1,7 @@
 """The instruction task: generation is deterministic, splits are disjoint, files match, scoring is exact."""
 import json
 import random
+import string
 
 import pytest
 
@@ -43,40 +44,39 @@ def test_gold_answers_are_correct(seed):
     for skill in D.SKILLS:
         for _ in range(50):
             ex = D.make_example(skill, rng)
-            xs, out = ex["input"].split(), ex["output"]
-            if skill == "upper":
-                assert out == " ".join(x.upper() for x in xs)
+            inp, out = ex["input"], ex["output"]
+            assert inp.isascii() and out.isascii()
+            xs, ys = inp.split(D.SEP), out.split(D.SEP)
+            assert 3 <= len(xs) <= 5 and all(len(x) == 1 and x.islower() for x in xs)
+            if skill == "last":
+                assert ys == xs[-1:]
+            elif skill == "upper":
+                assert ys == [x.upper() for x in xs]
+            elif skill == "shift":
+                assert ys == [string.ascii_lowercase[(string.ascii_lowercase.index(x) + 1) % 26] for x in xs]
             elif skill == "reverse":
-                assert out.split() == xs[::-1]
-            elif skill == "sort":
-                assert out.split() == sorted(xs) and len(set(xs)) == len(xs)
-            elif skill == "add":
-                a, plus, b = xs
-                assert plus == "+" and int(out) == int(a) + int(b) and 10 <= int(a) <= 99
+                assert ys == xs[::-1]
             else:
-                facts, q = ex["input"].rsplit(". ", 1)
-                table = dict(f.split() for f in facts.split(", "))
-                assert table[q.rstrip("?")] == out
-            assert ex["input"].isascii() and out.isascii()
+                assert ys == sorted(xs) and len(set(xs)) == len(xs)
 
 
 def test_score_exact_match_after_normalization():
-    ex = {"instruction": "Reverse the letters.", "input": "a b c", "output": "c b a"}
-    assert D.score("c b a", ex) == 1.0
-    assert D.score("  c  b\ta \n", ex) == 1.0
-    assert D.score("c b", ex) == 0.0
-    assert D.score("C B A", ex) == 0.0  # case matters (the upper skill depends on it)
+    ex = {"instruction": "Reverse the letters.", "input": "a-b-c", "output": "c-b-a"}
+    assert D.score("c-b-a", ex) == 1.0
+    assert D.score("  c-b-a \n", ex) == 1.0
+    assert D.score("c-b", ex) == 0.0
+    assert D.score("C-B-A", ex) == 0.0  # case matters (the upper skill depends on it)
     chat = D.to_chat(ex)
-    assert D.score("c b a", chat) == 1.0 and D.skill_of(chat) == "reverse"
+    assert D.score("c-b-a", chat) == 1.0 and D.skill_of(chat) == "reverse"
 
 
 def test_score_by_skill():
     te = D.load_task("test")
     golds = [D.gold_answer(r) for r in te]
-    preds = [g if D.skill_of(r) in ("upper", "add") else "x" for g, r in zip(golds, te)]
+    preds = [g if D.skill_of(r) in ("upper", "last") else "x" for g, r in zip(golds, te)]
     s = D.score_by_skill(preds, te)
     assert list(s) == [*D.SKILLS, "all"]
-    assert s["upper"] == 1.0 and s["add"] == 1.0 and s["sort"] == 0.0
+    assert s["upper"] == 1.0 and s["last"] == 1.0 and s["sort"] == 0.0
     assert s["all"] == pytest.approx(0.4)
     with pytest.raises(ValueError, match="predictions"):
         D.score_by_skill(preds[:-1], te)
@@ -121,6 +121,9 @@ def test_loader_arguments(tmp_path):
     (tmp_path / "chat_test.jsonl").write_text('{"messages": [}\n')
     with pytest.raises(ValueError, match="line 1"):
         D.load_task("test", "chat", root=tmp_path)
+    (tmp_path / "alpaca_test.json").write_text('[{"instruction": "Sort the')  # truncated download
+    with pytest.raises(ValueError, match="alpaca_test.json is not valid JSON.*generate"):
+        D.load_task("test", root=tmp_path)
 
 
 def test_generator_arguments():

@@ -73,13 +73,15 @@ def test_pipeline_gpipe_and_1f1b():
     assert r["peaks"]["gpipe"] == [4, 4] and r["peaks"]["1f1b"] == [2, 1]
 
 
-def test_ddp_twenty_runs_in_a_row_all_exit_zero():
+def test_ddp_twelve_runs_in_a_row_all_exit_zero():
     """gloo aborts at exit if a DDP model is still alive at teardown (about 1 run in 10 without the
-    safe pattern); 20 clean exits in a row would happen by luck with probability 0.9**20 ≈ 0.12."""
+    safe pattern); 12 clean exits in a row would happen by luck with probability 0.9**12 ≈ 0.28, and every
+    other DDP launch of the suite (chapter 22's notebook, its learner copy, the demos above) adds its own exit.
+    (20 runs took 137 s of the suite's 15-minute budget.)"""
     codes, walls = [], []
-    for _ in range(20):
+    for _ in range(12):
         res = D.launch("ddp_demo", 2, ["--steps", "3", "--bench", "0"], timeout=120, check=False, retries=1)
         codes.append(res.returncode)
         walls.append(round(res.wall, 1))
         assert res.result and res.result["checks"]["ddp_vs_single"] < 1e-6, res.stderr[-2000:]
-    assert codes == [0] * 20, (codes, walls)
+    assert codes == [0] * 12, (codes, walls)

@@ -85,6 +85,10 @@ def test_cli_usage_errors():
     assert out.returncode == 2 and "unknown command" in out.stderr
     out = subprocess.run([sys.executable, "-m", "labkit", "student", "only-one"], capture_output=True, text=True)
     assert out.returncode == 2 and "usage" in out.stderr
+    # an unknown option (--help included) prints the usage and runs no notebook (it used to run them all)
+    out = subprocess.run([sys.executable, "-m", "labkit", "execute", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "usage" in out.stderr and "executing" not in out.stdout
 
 
 NUMERICS_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}

@@ -239,6 +239,10 @@ MUTATIONS = {
     "nucleus_filter": "out.flip(-1)", "greedy_with_cache": "out.flip(1)",
     "quantize_per_channel": "(out[0], out[1] * 1.001)", "nf4_quantize_blocks": "((out[0] + 1) % 16, out[1])",
     "saved_bytes": "out + 4", "loss_scaler_step": "(out[0], out[1] * 2, out[2])",
+    "sequence_logprobs": "out * 1.001", "dpo_loss": "(out[0] * 1.001, out[1], out[2])",
+    "build_labels": "(out[0], out[1][:-1] + [-100])", "document_causal_mask": "~out", "ffd_bins": "out[::-1]",
+    "gae_advantages": "(out[0] * 1.001, out[1])", "ppo_policy_loss": "(out[0] * 1.001, out[1])",
+    "lora_forward": "out * 1.001", "prompt_tuning_forward": "out * 1.001",
 }
 
 

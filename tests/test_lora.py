@@ -10,7 +10,7 @@ import transformers
 from torch import nn
 
 from labkit.core.check import close
-from labkit.experiments import finetune_task as FT
+from labkit.experiments import finetune as FT
 from labkit.finetune import lora as L
 
 
@@ -389,17 +389,39 @@ def test_add_lora_qlora_on_a_model():
         L.merge_lora(model)
 
 
-def test_prepare_variant():
-    model = tiny_hf(13)
-    n_total = sum(p.numel() for p in model.parameters())
-    FT.prepare_variant(model, "full")
-    assert L.count_trainable(model) == (n_total, n_total)
-    m2 = tiny_hf(13)
-    FT.prepare_variant(m2, "lora", 4)
-    assert L.count_trainable(m2)[0] == L.lora_param_count(m2.config, L.LLAMA_TARGETS, 4)
-    assert next(iter(L.lora_layers(m2).values())).alpha == 8.0
-    with pytest.raises(ValueError, match="method"):
-        FT.prepare_variant(tiny_hf(13), "bitfit")
-    with pytest.raises(ValueError, match="rank"):
-        FT.prepare_variant(tiny_hf(13), "lora")
-    assert FT.variant_name("full", None) == "full" and FT.variant_name("qlora", 8) == "qlora_r8"
+def labkit_llama(seed=0):
+    """A small labkit Llama with GQA (the model class FT.prepare works on), awkward widths."""
+    import labkit.model as model_mod
+    torch.manual_seed(seed)
+    cfg = model_mod.LlamaConfig(vocab_size=97, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, hidden_dim=192)
+    return model_mod.Llama(cfg).eval()
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_prepare_lora_methods(seed):
+    """The experiment's LoRA/QLoRA methods: the seven projections, alpha = 2r, the formula's count, base at init."""
+    ids = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(seed))
+    for name in ("full", "lora_r2", "lora_r32", "qlora_r8"):
+        model = labkit_llama(seed)
+        with torch.no_grad():
+            before = model(ids)
+        n_total = sum(p.numel() for p in model.parameters())
+        wrapped, forward = FT.prepare(model, name)
+        assert wrapped is model  # LoRA and full fine-tuning change the model in place, no wrapper
+        if name == "full":
+            assert L.count_trainable(model) == (n_total, n_total)
+            continue
+        r = FT.METHODS[name]["r"]
+        layers = L.lora_layers(model)
+        assert len(layers) == 3 * len(L.LLAMA_TARGETS)
+        assert all(isinstance(m, L.QLoRALinear) == (name == "qlora_r8") for m in layers.values())
+        assert all(m.alpha == 2.0 * r and m.r == r for m in layers.values())
+        assert L.count_trainable(model)[0] == L.lora_param_count(model.config, L.LLAMA_TARGETS, r)
+        with torch.no_grad():
+            after = model(ids)
+        if name == "qlora_r8":   # B = 0, but the NF4 base rounds the weights: close, not equal
+            assert 0 < float((after - before).abs().max()) < 1.0
+        else:                    # B = 0: exactly the base model
+            assert torch.equal(after, before)
+    with pytest.raises(ValueError, match="unknown method 'lora'"):
+        FT.prepare(labkit_llama(), "lora")

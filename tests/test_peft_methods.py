@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit.blocks import KVCache
-from labkit.experiments import peft_compare as PC
+from labkit.experiments import finetune as FT
 from labkit.finetune import peft as P
 from labkit.finetune import sft
 from labkit.finetune.lora import count_trainable
@@ -335,7 +335,7 @@ def test_prefix_bad_input():
     with pytest.raises(ValueError, match="already wrapped"):
         P.PromptTuning(P.PrefixTuning(make(), 2), 2)
     with pytest.raises(ValueError, match="unknown method"):
-        PC.prepare_method(make(), "ia3")
+        FT.prepare(make(), "ia3")
 
 
 def test_prompt_methods_train_through_train_sft():
@@ -355,23 +355,31 @@ def test_prompt_methods_train_through_train_sft():
         assert torch.allclose(fresh(x), w(x), atol=1e-6)
 
 
-def test_task_loss_is_token_weighted_answer_nll():
+@pytest.mark.parametrize("seed", [13, 4])
+def test_answer_metrics_is_token_weighted_answer_nll(seed):
+    """``sft.answer_metrics`` (the test loss of chapters 12-14) == the answer tokens' NLL summed over unpacked
+    examples / their count; a prompt method's loss goes through its own packed forward."""
     from labkit.datasets import task as task_data
     from labkit.model import load_pretrained
 
     tok = load_pretrained()[1]
-    torch.manual_seed(13)
+    torch.manual_seed(seed)
     m = Llama(LlamaConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64)).eval()
     recs = task_data.load_task("test")[:9]
-    total, count = 0.0, 0
+    total, hits, count = 0.0, 0, 0
     for r in recs:  # one example at a time, no packing
         e = sft.encode_example(r, tok)
         with torch.no_grad():
             logits = m(torch.tensor([e["input_ids"]]))
         lab = torch.tensor(e["labels"][1:])
         total += float(F.cross_entropy(logits[0, :-1], lab, ignore_index=-100, reduction="sum"))
-        count += int((lab != -100).sum())
-    assert abs(PC.task_loss(m, tok, recs) - total / count) < 1e-5
-    # a prompt-method forward goes through its packed_forward
-    w = P.PromptTuning(m, 2)
-    assert abs(PC.task_loss(w, tok, recs, lambda mdl, b: mdl.packed_forward(b)) - PC.task_loss(m, tok, recs)) > 1e-4
+        keep = lab != -100
+        hits += int((logits[0, :-1][keep].argmax(-1) == lab[keep]).sum())
+        count += int(keep.sum())
+    got = sft.answer_metrics(m, tok, recs)
+    assert abs(got["loss"] - total / count) < 1e-5
+    assert abs(got["token_acc"] - hits / count) < 1e-9
+    # a prompt method goes through its packed_forward (FT.prepare returns it): a different loss than the base's
+    w, forward = FT.prepare(m, "prompt")
+    assert isinstance(w, P.PromptTuning)
+    assert abs(sft.answer_metrics(w, tok, recs, forward=forward)["loss"] - got["loss"]) > 1e-4

@@ -41,6 +41,9 @@ def rope_cos_sin(
         raise ValueError(f"RoPE needs an even head dim d, got d={d}")
     if scale <= 0:
         raise ValueError(f"scale must be > 0 (1.0 = no interpolation), got {scale}")
+    if not base > 1:
+        raise ValueError(f"base must be > 1 (the usual value is 10000.0; base <= 1 gives angles that do not "
+                         f"decrease with i or are inf/NaN), got base={base}")
     inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.int64, device=positions.device).float() / d))
     if scale != 1.0:
         inv_freq = inv_freq / scale

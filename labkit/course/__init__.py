@@ -6,6 +6,8 @@
     fallbacks.py     labkit's version of each lab task, in the task's signature
     hidden/          the hidden tests of the lab tasks, one module per chapter
     grade.py         ``python -m labkit grade SUBMISSIONS --out DIR``; grade_report.py writes what it finds
+    kernel.py        the course kernel ``llm-internals`` (pinned variables in its spec); install_kernel.py installs it
+    site.py          ``make site``: the course website (Sphinx + MyST-NB); site_check.py finds broken links/figures
     doctor.py        is this machine ready for the course? (``python -m labkit doctor``)
     cli.py           the ``python -m labkit`` command line
 """
@@ -23,7 +25,10 @@ from labkit.course.grade import (  # noqa: F401
     main_grade,
 )
 from labkit.course.grade_report import CSV_COLUMNS, NotebookGrade, write_reports  # noqa: F401
+from labkit.course.kernel import KERNEL_NAME, ensure_kernel, find_kernel, install_kernel, kernel_problems  # noqa: F401
 from labkit.course.lab import FALLBACK_NOTICE, is_stub, use  # noqa: F401
+from labkit.course.site import build_site, chapter_notebooks, main_site  # noqa: F401
+from labkit.course.site_check import broken_links  # noqa: F401
 from labkit.course.student import (  # noqa: F401
     CHECK_TAG,
     EXERCISE_TAG,
@@ -42,4 +47,6 @@ __all__ = ["pinned_requirements", "run_doctor", "execute_notebook", "main_execut
            "student_copy", "stub_solution", "write_student_copies", "learner_metadata", "chapter_of", "SOLUTION_TAG",
            "CHECK_TAG", "TASK_TAG", "EXERCISE_TAG", "HINT_RE", "METADATA_KEY", "use", "is_stub", "FALLBACK_NOTICE",
            "grade_all", "grade_notebook", "main_grade", "find_submissions", "check_notebook", "GradeError",
-           "DEFAULT_TIMEOUT", "NotebookGrade", "write_reports", "CSV_COLUMNS"]
+           "DEFAULT_TIMEOUT", "NotebookGrade", "write_reports", "CSV_COLUMNS", "KERNEL_NAME", "ensure_kernel",
+           "find_kernel", "install_kernel", "kernel_problems", "build_site", "chapter_notebooks", "main_site",
+           "broken_links"]

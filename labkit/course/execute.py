@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import sys
 from pathlib import Path
 
 import nbformat
@@ -63,7 +64,15 @@ def execute_notebook(path: Path, *, inplace: bool = False, timeout: int = 600) -
 
 
 def main_execute(argv: list[str]) -> int:
-    """``python -m labkit execute [--inplace] [NB ...]``: run each notebook, print the budget table; 1 if any failed."""
+    """``python -m labkit execute [--inplace] [NB ...]``: run each notebook, print the budget table; 1 if any failed.
+
+    Without a notebook it runs all of them; an unknown option (``--help`` included) prints the usage and runs
+    nothing."""
+    unknown = [a for a in argv if a.startswith("-") and a != "--inplace"]
+    if unknown:
+        print(f"usage: python -m labkit execute [--inplace] [NB ...]   (got {' '.join(unknown)}); without NB it runs "
+              "every notebook, --inplace stores the outputs", file=sys.stderr)
+        return 2
     inplace = "--inplace" in argv
     paths = [Path(a) for a in argv if not a.startswith("--")]
     if not paths:

@@ -270,3 +270,65 @@ def loss_scaler_step(grads: list[Tensor], scale: float, good_steps: int, growth_
     found_inf = scaler.unscale_([SimpleNamespace(grad=g) for g in grads])
     scaler.update(found_inf)
     return not found_inf, scaler.scale, scaler.good_steps
+
+
+# ---- chapter 13: the LoRA linear layer -----------------------------------------------------------------
+from labkit.finetune.lora import LoRALinear  # noqa: E402  (appended with its chapter's adapters)
+
+__all__ += ["lora_forward", "lora_merge", "lora_unmerge"]
+
+
+def _lora_layer(weight: Tensor, A: Tensor, B: Tensor, alpha: float) -> LoRALinear:
+    """A :class:`labkit.finetune.lora.LoRALinear` holding copies of ``W0`` (d_out, d_in), ``A``, ``B``."""
+    d_out, d_in = weight.shape
+    layer = LoRALinear(nn.Linear(d_in, d_out, bias=False, dtype=weight.dtype), r=A.shape[0], alpha=float(alpha))
+    with torch.no_grad():
+        layer.base.weight.copy_(weight)
+        layer.lora_A.copy_(A)
+        layer.lora_B.copy_(B)
+    return layer
+
+
+def lora_forward(x: Tensor, weight: Tensor, bias: Tensor | None, A: Tensor, B: Tensor, alpha: float,
+                 mask: Tensor | None = None) -> Tensor:
+    """``x W0ᵀ + b + (α/r)·((mask ⊙ x) Aᵀ) Bᵀ``: the LoRA path is :class:`LoRALinear`'s forward (zero base,
+    the given ``A``, ``B`` through ``functional_call``, so gradients reach them), on the masked input."""
+    d_out, d_in = weight.shape
+    layer = LoRALinear(nn.Linear(d_in, d_out, bias=False, dtype=weight.dtype), r=A.shape[0], alpha=float(alpha))
+    xl = x if mask is None else x * mask
+    lora_path = functional_call(layer, {"base.weight": torch.zeros_like(weight), "lora_A": A, "lora_B": B}, (xl,))
+    return F.linear(x, weight, bias) + lora_path
+
+
+def lora_merge(weight: Tensor, A: Tensor, B: Tensor, alpha: float) -> Tensor:
+    """``W0 + (α/r)·BA`` by :meth:`LoRALinear.merge` on a copy."""
+    layer = _lora_layer(weight, A, B, alpha)
+    layer.merge()
+    return layer.base.weight.detach()
+
+
+def lora_unmerge(weight: Tensor, A: Tensor, B: Tensor, alpha: float) -> Tensor:
+    """``W − (α/r)·BA`` by :meth:`LoRALinear.unmerge` on a copy of the merged weight ``W``."""
+    layer = _lora_layer(weight, A, B, alpha)
+    layer.merged = True
+    layer.unmerge()
+    return layer.base.weight.detach()
+
+
+# ---- chapter 14: prompt tuning's forward ---------------------------------------------------------------
+from labkit.blocks import build_attention_mask  # noqa: E402  (appended with its chapter's adapter)
+from labkit.finetune.peft import run_from_embeddings  # noqa: E402
+
+__all__ += ["prompt_tuning_forward"]
+
+
+def prompt_tuning_forward(model: nn.Module, input_ids: Tensor, prompt: Tensor,
+                          attention_mask: Tensor | None = None) -> Tensor:
+    """Logits ``(B, T, V)`` of ``model`` on ``[prompt; embed(input_ids)]``, the last ``T`` rows: what
+    :class:`labkit.finetune.peft.PromptTuning` computes, for a given ``prompt (P, d)`` (no wrapper, no freezing);
+    a 0/1 padding ``attention_mask (B, T)`` gets ``P`` ones in front."""
+    B, T = input_ids.shape
+    P = prompt.shape[0]
+    x = torch.cat([prompt.expand(B, P, -1), model.model.embed_tokens(input_ids)], dim=1)
+    am = None if attention_mask is None else torch.cat([attention_mask.new_ones(B, P), attention_mask], dim=1)
+    return run_from_embeddings(model, x, mask=build_attention_mask(am, B, P + T, 0, device=input_ids.device))[:, P:]

@@ -5,28 +5,35 @@ and ships it in ``data/tasks/`` in the two standard formats:
 
 * **Alpaca** (instruction / input / output JSON, a list of records)::
 
-      {"instruction": "Reverse the letters.", "input": "k e p", "output": "p e k"}
+      {"instruction": "Reverse the letters.", "input": "k-e-p", "output": "p-e-k"}
 
 * **Chat** (OpenAI-style ``messages`` JSONL, one object per line; the last message is the target)::
 
-      {"messages": [{"role": "user", "content": "Reverse the letters.\\nk e p"},
-                    {"role": "assistant", "content": "p e k"}]}
+      {"messages": [{"role": "user", "content": "Reverse the letters.\\nk-e-p"},
+                    {"role": "assistant", "content": "p-e-k"}]}
 
-The five skills (技能), chosen so a ~1 M-parameter model trained on Shakespeare can learn some of them in
-a minute of CPU fine-tuning, and so that an answer is either exactly right or wrong:
+The five skills (技能), roughly from easy to hard for a small model:
 
-=========  ===============================  ===================  ==========
-skill      instruction                      input                output
-=========  ===============================  ===================  ==========
-upper      Write the letters in capitals.   ``k e p``            ``K E P``
-reverse    Reverse the letters.             ``k e p``            ``p e k``
-sort       Sort the letters.                ``k e p``            ``e k p``
-add        Add the numbers.                 ``23 + 45``          ``68``
-lookup     Answer from the facts.           ``cat 4, dog 7. dog?``  ``7``
-=========  ===============================  ===================  ==========
+=========  ===============================  ===========  ===========
+skill      instruction                      input        output
+=========  ===============================  ===========  ===========
+last       Give the last letter.            ``k-e-p``    ``p``
+upper      Write the letters in capitals.   ``k-e-p``    ``K-E-P``
+shift      Shift each letter by one.        ``k-e-z``    ``l-f-a``
+reverse    Reverse the letters.             ``k-e-p``    ``p-e-k``
+sort       Sort the letters.                ``k-e-p``    ``e-k-p``
+=========  ===============================  ===========  ===========
 
-Letters are space-separated so that a byte-level BPE keeps one letter per token (" k"), which makes the
-letter skills learnable at this scale. ``score`` is exact match after whitespace normalization.
+The format is chosen for the tokenizer: letters joined by ``-`` are each one token of the Shakespeare BPE,
+the same token wherever they stand. Spaces would not do: ``" k"`` is one token but ``" q"`` is two and the
+first letter of a line has no space, so the same letter would be spelled three ways. Lists hold 3–5 letters
+(distinct for ``sort``). ``score`` is exact match after whitespace normalization.
+
+An earlier version had two more skills that a model of this size did not learn within the course's CPU
+budget: two-digit addition (carries) and answering a question from key=value facts in the prompt (it needs
+three attention steps composed: bring the question's key to the answer, find it among the facts, read the
+value after it); both stayed near chance after 2,000 fine-tuning steps, while the five skills above are
+learned.
 
 Regenerate the shipped files with ``python -m labkit.datasets.task generate`` (seeded; byte-identical output).
 """
@@ -47,20 +54,20 @@ from labkit.core.paths import DATA
 __all__ = [
     "SKILLS", "INSTRUCTIONS", "ROLES", "TASK_DIR", "N_TRAIN_PER_SKILL", "N_TEST_PER_SKILL",
     "make_example", "generate_task", "write_task", "load_task", "validate_example", "validate_records",
-    "to_chat", "to_alpaca", "prompt_text", "gold_answer", "skill_of", "normalize", "score",
+    "SEP", "to_chat", "to_alpaca", "prompt_text", "gold_answer", "skill_of", "normalize", "score",
     "score_by_skill",
 ]
 
 #: The skills, in a fixed order (per-skill tables use it).
-SKILLS: tuple[str, ...] = ("upper", "reverse", "sort", "add", "lookup")
+SKILLS: tuple[str, ...] = ("last", "upper", "shift", "reverse", "sort")
 
 #: One fixed instruction per skill, so a record's skill can be read back from its instruction.
 INSTRUCTIONS: dict[str, str] = {
+    "last": "Give the last letter.",
     "upper": "Write the letters in capitals.",
+    "shift": "Shift each letter by one.",
     "reverse": "Reverse the letters.",
     "sort": "Sort the letters.",
-    "add": "Add the numbers.",
-    "lookup": "Answer from the facts.",
 }
 _SKILL_OF_INSTRUCTION = {v: k for k, v in INSTRUCTIONS.items()}
 
@@ -69,13 +76,13 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
 #: Where the shipped files live, and how many examples each split has per skill.
 TASK_DIR: Path = DATA / "tasks"
-N_TRAIN_PER_SKILL = 400
-N_TEST_PER_SKILL = 40
+N_TRAIN_PER_SKILL = 2000
+N_TEST_PER_SKILL = 60
 _FILES = {("alpaca", "train"): "alpaca_train.json", ("alpaca", "test"): "alpaca_test.json",
           ("chat", "train"): "chat_train.jsonl", ("chat", "test"): "chat_test.jsonl"}
 
-# Short ASCII names for the lookup facts (all common words, so the Shakespeare BPE has tokens for them).
-_KEYS = ("cat", "dog", "owl", "fox", "hen", "ram", "bee", "elk", "ant", "cow", "pig", "bat")
+#: The separator between letters (one token of its own in the Shakespeare BPE, see the module docstring).
+SEP = "-"
 _ALPHA_KEYS = ("alpaca", "chat")
 
 
@@ -87,29 +94,19 @@ def _letters(rng: random.Random, lo: int = 3, hi: int = 5, distinct: bool = Fals
     return [rng.choice(string.ascii_lowercase) for _ in range(n)]
 
 
+def _shift(letter: str) -> str:
+    """The next letter of the alphabet, ``z`` → ``a``."""
+    return chr((ord(letter) - ord("a") + 1) % 26 + ord("a"))
+
+
 def make_example(skill: str, rng: random.Random) -> dict[str, str]:
     """One Alpaca record ``{"instruction", "input", "output"}`` of ``skill``, drawn with ``rng``."""
     if skill not in INSTRUCTIONS:
         raise ValueError(f"unknown skill {skill!r}; pick one of {list(SKILLS)}")
-    if skill == "upper":
-        xs = _letters(rng)
-        inp, out = " ".join(xs), " ".join(x.upper() for x in xs)
-    elif skill == "reverse":
-        xs = _letters(rng)
-        inp, out = " ".join(xs), " ".join(reversed(xs))
-    elif skill == "sort":
-        xs = _letters(rng, distinct=True)
-        inp, out = " ".join(xs), " ".join(sorted(xs))
-    elif skill == "add":
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        inp, out = f"{a} + {b}", str(a + b)
-    else:  # lookup: a closed-book question answered by a fact given in the prompt
-        keys = rng.sample(_KEYS, 3)
-        vals = [rng.randint(0, 9) for _ in keys]
-        q = rng.randrange(3)
-        inp = ", ".join(f"{k} {v}" for k, v in zip(keys, vals)) + f". {keys[q]}?"
-        out = str(vals[q])
-    return {"instruction": INSTRUCTIONS[skill], "input": inp, "output": out}
+    xs = _letters(rng, distinct=skill == "sort")
+    out = {"last": xs[-1:], "upper": [x.upper() for x in xs], "shift": [_shift(x) for x in xs],
+           "reverse": xs[::-1], "sort": sorted(xs)}[skill]
+    return {"instruction": INSTRUCTIONS[skill], "input": SEP.join(xs), "output": SEP.join(out)}
 
 
 def generate_task(seed: int = 0, n_train: int = N_TRAIN_PER_SKILL,
@@ -118,7 +115,7 @@ def generate_task(seed: int = 0, n_train: int = N_TRAIN_PER_SKILL,
 
     Deterministic for a given ``seed``. Every (instruction, input) pair is unique across *both* splits,
     so no test prompt is ever seen in training. Records are interleaved by skill
-    (upper, reverse, sort, add, lookup, upper, ...).
+    (last, upper, shift, reverse, sort, last, ...).
     """
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -179,7 +176,7 @@ def load_task(split: str = "train", format: str = "alpaca", *, root: str | Path 
     """Load a shipped split: a list of Alpaca records, or of chat records (``format="chat"``).
 
     Args:
-        split: ``"train"`` (2000 records) or ``"test"`` (200 records).
+        split: ``"train"`` (10,000 records) or ``"test"`` (300 records).
         format: ``"alpaca"`` (instruction/input/output) or ``"chat"`` (``messages``).
         root: folder holding the files (default ``data/tasks``).
         validate: run :func:`validate_records` on what was read.
@@ -193,7 +190,11 @@ def load_task(split: str = "train", format: str = "alpaca", *, root: str | Path 
         raise FileNotFoundError(f"{path} is missing; regenerate it with `python -m labkit.datasets.task generate`")
     text = path.read_text(encoding="utf-8")
     if format == "alpaca":
-        records = json.loads(text)
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); regenerate it with "
+                             "`python -m labkit.datasets.task generate`") from None
     else:
         records = []
         for i, line in enumerate(text.splitlines(), 1):

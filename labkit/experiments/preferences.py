@@ -35,13 +35,17 @@ from labkit.model import load_pretrained
 
 __all__ = ["PROMPT_LEN", "RESPONSE_LEN", "POSITIVE", "lexicon_score", "score_sequences",
            "make_prompts", "make_pairs", "load_pairs", "evaluate_policy", "train_reward_model_on_pairs",
-           "standardized_reward", "run_dpo", "run_ppo", "run_frontier", "PAIRS_PATH", "FRONTIER_PATH"]
+           "standardized_reward", "run_dpo", "run_ppo", "run_frontier", "summarize_frontier", "PAIRS_PATH",
+           "FRONTIER_PATH", "RESULTS_PATH", "TARGET_WIN_RATE"]
 
 PROMPT_LEN = 8          # tokens of context, ending with "NAME:\n"
 RESPONSE_LEN = 16       # tokens sampled after it
 K_SAMPLES = 4           # continuations per prompt when building pairs
 PAIRS_PATH = DATA / "preferences" / "pairs.json"
 FRONTIER_PATH = DATA / "preferences" / "frontier.json"
+RESULTS_PATH = DATA / "preferences" / "results.json"
+#: The win rate a method must reach against the reference (the starting model) to count as working.
+TARGET_WIN_RATE = 0.8
 
 POSITIVE = frozenset("love good sweet fair noble dear gentle heaven grace peace honour friend friends true best".split())
 _WORD = re.compile(r"[a-z']+")
@@ -122,7 +126,7 @@ def _build_pair_file(model: nn.Module, tokenizer: Any, n_train_prompts: int = 10
     splits = {"train": prompts[:n_train_prompts],
               "test": prompts[n_train_prompts:n_train_prompts + n_test_prompts]}
     out: dict[str, Any] = {
-        "description": "Preference pairs for chapters 14-15: continuations sampled from the shipped tiny LLaMA, "
+        "description": "Preference pairs for chapters 15-16: continuations sampled from the shipped tiny LLaMA, "
                        "labelled by the Shakespearean sentiment lexicon (labkit.experiments.preferences.lexicon_score).",
         "command": "python -m labkit.experiments.preferences pairs",
         "prompt_len": PROMPT_LEN, "response_len": RESPONSE_LEN, "k": K_SAMPLES, "seed": seed,
@@ -170,22 +174,38 @@ def load_pairs(path: Path | str = PAIRS_PATH, tokenizer: Any | None = None) -> d
 @torch.no_grad()
 def evaluate_policy(policy: nn.Module, ref: nn.Module, tokenizer: Any, prompts: torch.Tensor,
                     samples_per_prompt: int = 2, seed: int = 1234,
-                    response_len: int = RESPONSE_LEN) -> dict[str, float]:
-    """Mean ground-truth reward and mean sequence KL(π‖π_ref) on fresh samples from ``policy``.
+                    response_len: int = RESPONSE_LEN, n_texts: int = 0) -> dict[str, Any]:
+    """Mean ground-truth reward, win rate against ``ref`` and mean sequence KL(π‖π_ref) on fresh samples.
 
     KL is Σ_t KL(π(·|s_t)‖π_ref(·|s_t)) over the response positions of each sample (exact per
     position, from the full distributions), averaged over samples; ``kl_se`` is its standard error.
+    ``win_rate``: each policy sample is paired with an independent sample of ``ref`` for the same prompt
+    (drawn with seed ``seed + 1``) and judged by the ground-truth score: 1 if it scores higher, ½ on a tie,
+    0 if lower; the mean over pairs (0.5 = no better than the reference, ``win_rate_se`` its standard error).
+    ``n_texts > 0`` adds ``"samples"``: for the first ``n_texts`` prompts, the prompt, the policy's first sample
+    and the paired reference sample as text, each with its ground-truth score (what a reader can look at).
     """
     g = torch.Generator().manual_seed(seed)
     rep = prompts.repeat_interleave(samples_per_prompt, 0)
     P = prompts.shape[1]
     seqs = rlhf.sample_responses(policy, rep, response_len, generator=g)
     score = score_sequences(tokenizer, seqs, P)
+    ref_seqs = rlhf.sample_responses(ref, rep, response_len, generator=torch.Generator().manual_seed(seed + 1))
+    ref_score = score_sequences(tokenizer, ref_seqs, P)
+    wins = (score > ref_score).float() + 0.5 * (score == ref_score).float()
     st = rlhf.response_stats(policy, ref, seqs, P)
     n = len(seqs)
-    return {"reward": float(score.mean()), "reward_se": float(score.std() / n ** 0.5),
-            "kl": float(st["kl_exact"].mean()), "kl_se": float(st["kl_exact"].std() / n ** 0.5),
-            "kl_k1": float(st["kl_k1"].mean())}
+    out: dict[str, Any] = {"reward": float(score.mean()), "reward_se": float(score.std() / n ** 0.5),
+                           "win_rate": float(wins.mean()), "win_rate_se": float(wins.std() / n ** 0.5),
+                           "kl": float(st["kl_exact"].mean()), "kl_se": float(st["kl_exact"].std() / n ** 0.5),
+                           "kl_k1": float(st["kl_k1"].mean())}
+    if n_texts > 0:
+        rows = [i * samples_per_prompt for i in range(min(n_texts, len(prompts)))]
+        out["samples"] = [{"prompt": tokenizer.decode(rep[i, :P].tolist()),
+                           "policy": tokenizer.decode(seqs[i, P:].tolist()), "policy_score": int(score[i]),
+                           "reference": tokenizer.decode(ref_seqs[i, P:].tolist()),
+                           "reference_score": int(ref_score[i])} for i in rows]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,11 +266,12 @@ def run_frontier(betas: Sequence[float] = (0.05, 0.1, 0.3, 1.0), kl_coefs: Seque
                  dpo_epochs: int = 2, ppo_iterations: int = 30, ppo_eval_every: int = 10, seed: int = 0,
                  log: Callable[[str], None] = print, ppo_kwargs: dict[str, Any] | None = None,
                  dpo_kwargs: dict[str, Any] | None = None, model_loader: Callable[[], Any] | None = None,
-                 pairs_path: Path | str = PAIRS_PATH) -> dict[str, Any]:
+                 pairs_path: Path | str = PAIRS_PATH, n_texts: int = 6) -> dict[str, Any]:
     """Train DPO at several β and PPO at several KL coefficients from the shipped model; evaluate
     checkpoints (DPO: after each epoch; PPO: every ``ppo_eval_every`` iterations) on the held-out prompts.
 
-    Returns a JSON-able dict: the reference's point and one list of points per method.
+    Returns a JSON-able dict: the reference's point and one list of points per method; each point keeps
+    ``n_texts`` sample texts beside the reference's (:func:`evaluate_policy`), the "before and after".
     """
     base, tok = (model_loader or load_pretrained)()
     pairs = load_pairs(pairs_path, tokenizer=tok)
@@ -260,7 +281,7 @@ def run_frontier(betas: Sequence[float] = (0.05, 0.1, 0.3, 1.0), kl_coefs: Seque
     ppo_kwargs = {"lr": 3e-4, **(ppo_kwargs or {})}
     results: dict[str, Any] = {"command": "python -m labkit.experiments.preferences frontier", "seed": seed,
                                "dpo_settings": dpo_kwargs, "ppo_settings": ppo_kwargs,
-                               "reference": evaluate_policy(base, base, tok, ev), "dpo": [], "ppo": []}
+                               "reference": evaluate_policy(base, base, tok, ev, n_texts=n_texts), "dpo": [], "ppo": []}
     log(f"reference: {results['reference']}")
     for beta in betas:
         t0 = time.process_time()
@@ -271,7 +292,7 @@ def run_frontier(betas: Sequence[float] = (0.05, 0.1, 0.3, 1.0), kl_coefs: Seque
         for epoch in range(1, dpo_epochs + 1):
             trainer.train(1)
             held = trainer.evaluate(pairs["test_chosen"], pairs["test_rejected"])
-            r = {"beta": beta, "epoch": epoch, **evaluate_policy(policy, base, tok, ev),
+            r = {"beta": beta, "epoch": epoch, **evaluate_policy(policy, base, tok, ev, n_texts=n_texts),
                  "heldout_accuracy": held["accuracy"], "cpu_s": round(time.process_time() - t0, 1)}
             results["dpo"].append(r)
             log(f"dpo {r}")
@@ -292,12 +313,29 @@ def run_frontier(betas: Sequence[float] = (0.05, 0.1, 0.3, 1.0), kl_coefs: Seque
         for it in range(ppo_eval_every, ppo_iterations + 1, ppo_eval_every):
             trainer.train(ppo_eval_every)
             policy.eval()
-            r = {"kl_coef": kl, "iteration": it, **evaluate_policy(policy, base, tok, ev),
+            r = {"kl_coef": kl, "iteration": it, **evaluate_policy(policy, base, tok, ev, n_texts=n_texts),
                  "cpu_s": round(time.process_time() - t0, 1)}
             policy.train()
             results["ppo"].append(r)
             log(f"ppo {r}")
     return results
+
+
+def summarize_frontier(frontier: dict[str, Any], target: float = TARGET_WIN_RATE) -> dict[str, Any]:
+    """One operating point per method from the frontier's evaluated checkpoints: the one with the smallest KL
+    among those whose held-out win rate against the reference reaches ``target`` (if none does, the one with the
+    highest win rate, flagged ``"reached_target": False``). Returns ``{"reference", "target_win_rate", "dpo",
+    "ppo"}``; each method entry holds ``win_rate``, ``kl``, ``reward`` (with standard errors) and its setting
+    (β and epoch, or the KL coefficient and iteration), and the reward model's held-out pairwise accuracy."""
+    out: dict[str, Any] = {"reference": frontier["reference"], "target_win_rate": target,
+                           "reward_model_heldout_accuracy": frontier.get("reward_model_heldout_accuracy"),
+                           "source": "data/preferences/frontier.json (python -m labkit.experiments.preferences frontier)"}
+    for method in ("dpo", "ppo"):
+        points = frontier[method]
+        good = [p for p in points if p["win_rate"] >= target]
+        best = min(good, key=lambda p: p["kl"]) if good else max(points, key=lambda p: p["win_rate"])
+        out[method] = {**best, "reached_target": bool(good)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["frontier"]:
         res = run_frontier()
         atomic_write_json(FRONTIER_PATH, res, ensure_ascii=False)
-        print(f"wrote {FRONTIER_PATH}")
+        atomic_write_json(RESULTS_PATH, summarize_frontier(res), ensure_ascii=False)
+        print(f"wrote {FRONTIER_PATH} and {RESULTS_PATH}")
         return 0
     print("usage: python -m labkit.experiments.preferences {pairs|frontier}", file=sys.stderr)
     return 2

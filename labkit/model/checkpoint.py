@@ -28,7 +28,7 @@ _CKPT_FORMAT = "labkit-llama"
 _TOKENIZER_FILE = "tokenizer.json"
 #: How each shipped checkpoint folder under data/ is rebuilt (data/README.md has the details).
 _REGENERATE = {"tiny_llama": "python -m labkit.experiments.pretrain",
-               "lora_task/full_sft": "python -m labkit.experiments.finetune_task task"}
+               "finetune/full": "python -m labkit.experiments.finetune --only full"}
 
 
 def _regenerate_hint(path: Path) -> str:

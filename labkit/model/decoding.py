@@ -219,6 +219,8 @@ def seq_rep_n(tokens: list[int] | torch.Tensor, n: int) -> float:
 
     "a b a b a b" with n=2 → 1 − 2/5 = 0.6.
     """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int (the n-gram length, usually 4), got n={n!r}")
     toks = tokens.tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
     grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
     if not grams:

@@ -171,7 +171,7 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, step
              block_size: int, lr: float, warmup: int, weight_decay: float = 0.1, grad_clip: float | None = 1.0,
              eval_every: int = 50, seed: int = 0, min_lr: float | None = None, eval_batches: int = 8,
              progress: bool = True, checkpoint_path: str | Path | None = None, checkpoint_every: int | None = None,
-             resume: bool = False) -> dict[str, list[float]]:
+             resume: bool = False, stop_after: int | None = None) -> dict[str, list[float]]:
     """Pretrain a causal LM: labkit's :class:`AdamW` (β = 0.9, 0.95) on :func:`param_groups`, :func:`lr_at`
     warmup + cosine (``min_lr`` defaults to lr / 10), :func:`clip_grad_norm` (``grad_clip``), :func:`train_step`.
 
@@ -184,8 +184,13 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, step
     steps and at the end. ``resume=True`` continues from it (the settings must be the saved ones) and gives
     bit for bit the run that was never interrupted.
 
+    ``stop_after=n`` runs only the first n steps of the ``steps``-step run (the schedule still spans ``steps``):
+    a cheap replay of a long run's start, e.g. to check a shipped training log.
+
     Returns a history dict: ``step``, ``lr``, ``train_loss`` (every step), ``val_step``, ``val_loss``.
     """
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise ValueError(f"stop_after must be an int >= 1 or None (None = run all `steps`), got {stop_after!r}")
     _check_run_args(train_tokens, val_tokens, steps, block_size, lr, checkpoint_path, checkpoint_every, resume)
     min_lr = lr / 10 if min_lr is None else min_lr
     torch.manual_seed(seed)
@@ -201,7 +206,8 @@ def train_lm(model: nn.Module, train_tokens: Tensor, val_tokens: Tensor, *, step
         start, hist = _resume(checkpoint_path, model, opt, gen, settings)
     model.train()
     # disable only when asked: otherwise tqdm's own default applies (TQDM_DISABLE=1 silences it in CI)
-    bar = tqdm(range(start, steps), desc="train", initial=start, total=steps,
+    end = steps if stop_after is None else min(steps, stop_after)
+    bar = tqdm(range(start, end), desc="train", initial=start, total=steps,
                **({} if progress else {"disable": True}))
     for step in bar:
         cur_lr = lr_at(step, lr, warmup, steps, min_lr)

@@ -143,6 +143,8 @@ def padding_stats(lengths: Sequence[int], max_len: int, strategy: str,
     Returns ``rows``, ``tokens`` (real), ``slots`` (rows × row length, summed) and ``waste`` = 1 − tokens/slots.
     """
     lengths = list(lengths)
+    if not lengths:
+        raise ValueError("lengths is empty: padding_stats needs at least one example length")
     tokens = sum(lengths)
     if strategy == "pad_batch":
         if not isinstance(batch_size, int) or batch_size < 1:

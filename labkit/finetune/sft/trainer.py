@@ -8,17 +8,18 @@ accuracy (:func:`answer_metrics`), and the bytes a training step holds (:func:`t
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from labkit.datasets import task as task_data
 from labkit.finetune.sft.chat import END_TOKEN, IGNORE_INDEX, _special_id, apply_chat_template, encode_example
 from labkit.finetune.sft.packing import Packed, _logits, pack, packed_forward
 from labkit.memory import SavedTensorLog
+from labkit.train import AdamW, clip_grad_norm, lr_at
 
 __all__ = ["sft_loss", "train_sft", "generate_answers", "evaluate_task", "training_memory", "answer_metrics"]
 
@@ -33,6 +34,14 @@ def sft_loss(logits: Tensor, labels: Tensor) -> Tensor:
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and "
                          f"{tuple(labels.shape)}")
+    targets = labels[:, 1:]
+    if not bool((targets != IGNORE_INDEX).any()):
+        raise ValueError("labels has no target token (every position after the first is -100), so the mean loss "
+                         "would be 0/0 = NaN; check that the batch holds assistant turns (build_labels)")
+    bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= logits.shape[-1]))
+    if bool(bad.any()):
+        raise ValueError(f"labels holds ids outside [0, {logits.shape[-1]}) that are not -100 "
+                         f"(e.g. {int(targets[bad][0])}); pad labels with -100 and check the tokenizer's vocab size")
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE_INDEX)
 
@@ -47,10 +56,12 @@ def train_sft(model: nn.Module, examples: Sequence[dict[str, Sequence[int]]], *,
 
     The examples are packed once (``strategy``, rows of ``max_len``); each step draws ``batch_size`` rows
     from a seeded shuffle (a new shuffle each epoch), runs ``forward`` (default: document mask + restarted
-    positions), :func:`sft_loss`, and an AdamW step on ``params`` (default: every parameter with
-    ``requires_grad``, so LoRA-wrapped models train only their adapters). Linear warm-up for ``warmup``
-    steps, then cosine decay to 10 % of ``lr`` at step ``schedule_steps`` (default ``steps``; pass the
-    original run's length to replay its first steps exactly). Deterministic for a given ``seed``.
+    positions), :func:`sft_loss`, global-norm clipping (:func:`labkit.train.clip_grad_norm`) and a step of the
+    course's AdamW (:class:`labkit.train.AdamW`, β = (0.9, 0.999)) on ``params`` (default: every parameter with
+    ``requires_grad``, so LoRA-wrapped models train only their adapters). The learning rate follows the course's
+    one schedule, :func:`labkit.train.lr_at`: linear warm-up for ``warmup`` steps, then cosine decay to 10 % of
+    ``lr`` at step ``schedule_steps`` (default ``steps``; pass the original run's length to replay its first
+    steps exactly). Deterministic for a given ``seed``.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -60,19 +71,18 @@ def train_sft(model: nn.Module, examples: Sequence[dict[str, Sequence[int]]], *,
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: every parameter has requires_grad=False")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = AdamW(params, lr=lr, weight_decay=weight_decay)
     total = steps if schedule_steps is None else schedule_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total - 1))))))
+    lr_at(0, lr, warmup, total, 0.1 * lr)  # checks warmup <= schedule length before any work
     g = torch.Generator().manual_seed(seed)
     n_rows = packed.input_ids.shape[0]
     order: list[int] = []
     losses = []
-    from tqdm.auto import tqdm
-
     model.train()
     bar_kw = {} if progress else {"disable": True}  # leave `disable` unset so TQDM_DISABLE=1 (CI) silences it
-    for _ in tqdm(range(steps), desc="sft", **bar_kw):
+    for step in tqdm(range(steps), desc="sft", **bar_kw):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, lr, warmup, total, 0.1 * lr)
         if len(order) < batch_size:
             order += torch.randperm(n_rows, generator=g).tolist()
         idx, order = torch.tensor(order[:batch_size]), order[batch_size:]
@@ -81,9 +91,8 @@ def train_sft(model: nn.Module, examples: Sequence[dict[str, Sequence[int]]], *,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            clip_grad_norm(params, grad_clip)
         opt.step()
-        sched.step()
         losses.append(float(loss.detach()))
     model.eval()
     return losses
@@ -167,22 +176,28 @@ def training_memory(model: nn.Module, batch: Packed | dict[str, Tensor],
 
 
 @torch.no_grad()
-def answer_metrics(model: nn.Module, tokenizer: Any, records: Sequence[dict[str, Any]],
-                   max_len: int = 128) -> dict[str, float]:
+def answer_metrics(model: nn.Module, tokenizer: Any, records: Sequence[dict[str, Any]], max_len: int = 128,
+                   forward: Callable[[nn.Module, Packed | dict[str, Tensor]], Tensor] = packed_forward,
+                   batch_size: int = 16) -> dict[str, float]:
     """Teacher-forced metrics on the answer tokens (answer + ``<|end|>``) of task records.
 
-    ``loss``: mean cross-entropy of the answer tokens; ``token_acc``: fraction of them that are the argmax
-    prediction given the gold prefix. Softer than exact match: it shows progress before whole answers
-    come out right.
+    ``loss``: mean cross-entropy of the answer tokens (token-weighted over all records); ``token_acc``: fraction
+    of them that are the argmax prediction given the gold prefix. Softer than exact match: it shows progress
+    before whole answers come out right. ``forward(model, batch)`` is the method's packed forward (prompt and
+    prefix tuning wrap the model), run on ``batch_size`` packed rows at a time.
     """
     enc = [encode_example(r, tokenizer) for r in records]
     p = pack(enc, max_len, "ffd")
     was_training = model.training
     model.eval()
-    logits = packed_forward(model, p)[:, :-1]
+    nll, hits, count = 0.0, 0, 0
+    for s in range(0, p.input_ids.shape[0], batch_size):
+        batch = {k: getattr(p, k)[s:s + batch_size] for k in ("input_ids", "labels", "position_ids", "doc_ids")}
+        logits = forward(model, batch)[:, :-1]
+        labels = batch["labels"][:, 1:]
+        keep = labels != IGNORE_INDEX
+        nll += float(F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum"))
+        hits += int((logits[keep].argmax(-1) == labels[keep]).sum())
+        count += int(keep.sum())
     model.train(was_training)
-    labels = p.labels[:, 1:]
-    keep = labels != IGNORE_INDEX
-    loss = F.cross_entropy(logits[keep].float(), labels[keep])
-    acc = (logits[keep].argmax(-1) == labels[keep]).float().mean()
-    return {"loss": float(loss), "token_acc": float(acc)}
+    return {"loss": nll / count, "token_acc": hits / count}

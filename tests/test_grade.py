@@ -319,3 +319,29 @@ def test_task_specs_are_what_the_grader_reads(capsys):
     specs = json.loads(capsys.readouterr().out.removeprefix("M:"))
     assert [s["key"] for s in specs] == ["03.A", "03.B", "03.C"]
     assert specs[1]["functions"] == ["attention"] and specs[1]["max_points"] == 4
+
+
+def test_a_kernel_that_dies_while_starting_is_started_again(monkeypatch, tmp_path):
+    """Kernels started side by side can die before their first reply (two picked the same free port): that is
+    the machine's fault, so grade_notebook tries again; only KERNEL_START_ATTEMPTS failures in a row count."""
+    from labkit.course import grade as G
+
+    path = tmp_path / NOTEBOOK_OF["01"].name
+    nbformat.write(learner_copy("01"), path)
+    calls = []
+
+    def flaky(nb, chapter, workdir, timeout, seed, fail=1):
+        calls.append(chapter)
+        if len(calls) <= fail:
+            raise G.KernelStartError("RuntimeError: Kernel died before replying to kernel_info")
+        return [], [], None
+
+    monkeypatch.setattr(G, "_execute", flaky)
+    monkeypatch.setattr(G.time, "sleep", lambda s: None)
+    g = G.grade_notebook(path, "ada")
+    assert len(calls) == 2 and not g.problem, g.problem
+    calls.clear()
+    monkeypatch.setattr(G, "_execute", lambda *a: flaky(*a, fail=99))
+    g = G.grade_notebook(path, "ada")
+    assert len(calls) == G.KERNEL_START_ATTEMPTS
+    assert "no kernel started in 3 tries" in g.problem and "kernel_info" in g.problem

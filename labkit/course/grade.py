@@ -11,6 +11,7 @@ raises or runs out of time loses only the tasks it had not reached. Reports are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -32,11 +33,18 @@ from labkit.course.grade_report import NotebookGrade, write_reports
 from labkit.course.hidden import chapters_with_tasks, module_of
 from labkit.course.student import chapter_of, learner_metadata
 
-__all__ = ["NotebookGrade", "GradeError", "find_submissions", "check_notebook", "grade_notebook", "grade_all",
-           "main_grade", "DEFAULT_TIMEOUT"]
+__all__ = ["NotebookGrade", "GradeError", "KernelStartError", "KERNEL_START_ATTEMPTS", "find_submissions",
+           "check_notebook", "grade_notebook", "grade_all", "main_grade", "DEFAULT_TIMEOUT"]
 
 #: Seconds a notebook may run (up to its last task) before it is stopped.
 DEFAULT_TIMEOUT = 300
+#: Tries to start a notebook's kernel: a kernel can die while starting when many start at once (two of them
+#: picking the same free port), which is the machine's fault, not the learner's.
+KERNEL_START_ATTEMPTS = 3
+
+
+class KernelStartError(RuntimeError):
+    """The kernel died or hung before it ran any cell (retried by :func:`grade_notebook`)."""
 
 
 class GradeError(ValueError):
@@ -164,7 +172,11 @@ def _execute(nb: Any, chapter: str, workdir: str, timeout: float, seed: int) -> 
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     stopped, seen = None, set()
-    with client.setup_kernel():
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(client.setup_kernel())
+        except Exception as e:  # nothing of the learner's ran yet: grade_notebook tries again
+            raise KernelStartError(f"{type(e).__name__}: {e}") from e
         marker = f"LABKIT-SPECS-{secrets.token_hex(8)}:"
         specs = {s["key"]: s for s in _kernel_json(client, nb, _call(chapter, "task_specs", "", marker), marker, 120)}
         pending = dict(specs)
@@ -207,10 +219,18 @@ def grade_notebook(path: str | Path, learner: str = "", *, timeout: float = DEFA
         os.environ[k] = v
     nb = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory(prefix="labkit-grade-") as workdir:
-        try:
-            results, errors, stopped = _execute(nb, chapter, workdir, timeout, seed)
-        except Exception as e:  # the kernel could not start, etc.: this notebook fails, the others go on
-            return NotebookGrade(learner, chapter, path, problem=f"could not run {path.name}: {type(e).__name__}: {e}")
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                results, errors, stopped = _execute(nb, chapter, workdir, timeout, seed)
+                break
+            except KernelStartError as e:
+                if attempt == KERNEL_START_ATTEMPTS:
+                    return NotebookGrade(learner, chapter, path, problem=f"could not run {path.name}: no kernel "
+                                         f"started in {attempt} tries (last: {e})")
+                time.sleep(attempt)
+            except Exception as e:  # this notebook fails, the others go on
+                return NotebookGrade(learner, chapter, path,
+                                     problem=f"could not run {path.name}: {type(e).__name__}: {e}")
     return NotebookGrade(learner, chapter, path, results, stopped=stopped, errors=errors,
                          seconds=time.perf_counter() - t0)
 

@@ -345,3 +345,42 @@ def test_a_kernel_that_dies_while_starting_is_started_again(monkeypatch, tmp_pat
     g = G.grade_notebook(path, "ada")
     assert len(calls) == G.KERNEL_START_ATTEMPTS
     assert "no kernel started in 3 tries" in g.problem and "kernel_info" in g.problem
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux only")
+def test_grading_workers_die_with_a_killed_grader(tmp_path):
+    """`labkit grade --jobs N` runs notebooks in worker processes; when the grader is killed (Ctrl-C twice, a CI
+    timeout), its workers must not go on starting kernels. A parent with the grader's pool is SIGKILLed: its
+    worker is gone within seconds. Without the initializer the worker outlives it (checked too)."""
+    import os
+    import signal
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\nfrom concurrent.futures import ProcessPoolExecutor\nfrom multiprocessing import get_context\n"
+        "from labkit.course.grade import die_with_parent\n"
+        "def job(_):\n    print(os.getpid(), flush=True)\n    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    init = die_with_parent if sys.argv[1] == 'yes' else None\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=init)\n"
+        "    pool.submit(job, 0)\n    time.sleep(60)\n")
+
+    def worker_survives(flag):
+        p = subprocess.Popen([sys.executable, str(script), flag], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+        worker = int(p.stdout.readline())
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        for _ in range(50):
+            try:
+                os.kill(worker, 0)
+                if open(f"/proc/{worker}/stat").read().split()[2] == "Z":
+                    return False
+            except (ProcessLookupError, FileNotFoundError):
+                return False
+            time.sleep(0.1)
+        os.kill(worker, signal.SIGKILL)
+        return True
+
+    assert not worker_survives("yes")
+    assert worker_survives("no")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import re
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -235,6 +237,18 @@ def grade_notebook(path: str | Path, learner: str = "", *, timeout: float = DEFA
                          seconds=time.perf_counter() - t0)
 
 
+def die_with_parent() -> bool:
+    """Ask Linux to send this process SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so a grading
+    worker, and with it its kernels, does not outlive a killed ``labkit grade``. Returns False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0          # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
 def _grade_job(args: tuple[str, str, float, int]) -> NotebookGrade:
     path, learner, timeout, seed = args
     return grade_notebook(path, learner, timeout=timeout, seed=seed)
@@ -247,7 +261,8 @@ def grade_all(submissions: str | Path, *, timeout: float = DEFAULT_TIMEOUT, jobs
     learners = find_submissions(submissions)
     work = [(str(p), learner, timeout, seed) for learner, paths in learners.items() for p in paths]
     if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                 initializer=die_with_parent) as pool:
             grades = list(pool.map(_grade_job, work))
     else:
         grades = []

@@ -20,6 +20,7 @@ from labkit.core.paths import NOTEBOOKS
 from labkit.course import grade
 from labkit.course.hidden import base, chapters_with_tasks, module_of
 from labkit.course.student import student_copy
+from labsupport import module_from_source
 
 CHAPTERS = chapters_with_tasks()
 # Grading in kernels costs 5-20 s per notebook, so the session fixture grades a representative subset: the first
@@ -252,13 +253,7 @@ def _solutions(chapter, tmp_path):
     cells = [c.source for c in nbformat.read(NOTEBOOK_OF[chapter], as_version=4).cells if "task" in _tags(c)]
     mutants = [f"\n\ndef {name}_mutant(*args, **kwargs):\n    out = {name}(*args, **kwargs)\n    return {expr}\n"
                for name, expr in MUTATIONS.items() if any(f"def {name}(" in c for c in cells)]
-    path = tmp_path / f"solutions_{chapter}.py"
-    path.write_text("\n\n".join(cells) + "".join(mutants))
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = mod
-    spec.loader.exec_module(mod)
-    return vars(mod)
+    return vars(module_from_source(tmp_path, f"solutions_{chapter}", "\n\n".join(cells) + "".join(mutants)))
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

@@ -2,12 +2,11 @@
 names the reference; a learner's *local* variable that happens to share a name with a forbidden global of the
 notebook (``A`` = ``labkit.blocks``, ``D`` = ``labkit.parallel`` ...) is not mistaken for it."""
 import importlib
-import importlib.util
-import sys
 
 import pytest
 
 from labkit.course.hidden import base
+from labsupport import module_from_source
 
 CHEATS = {  # task -> (source of the learner's cell, text the message must contain)
     "04.A": ("import torch.nn.functional as F\nfrom transformers.models.llama.modeling_llama import repeat_kv as hf_rep\n\n"
@@ -35,16 +34,6 @@ CHEATS = {  # task -> (source of the learner's cell, text the message must conta
 }
 
 
-def _module(tmp_path, name, source):
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _task(key):
     return next(t for t in importlib.import_module(f"labkit.course.hidden.ch{key[:2]}").TASKS if t.key == key)
 
@@ -52,14 +41,14 @@ def _task(key):
 @pytest.mark.parametrize("key", sorted(CHEATS))
 def test_calling_the_reference_scores_zero_and_names_it(key, tmp_path):
     source, needle = CHEATS[key]
-    mod = _module(tmp_path, f"cheat_{key.replace('.', '_')}", source)
+    mod = module_from_source(tmp_path, f"cheat_{key.replace('.', '_')}", source)
     r = base.run_task(_task(key), vars(mod), seed=1)
     assert r["points"] == 0 and needle in r["message"] and "reference" in r["message"], r["message"]
 
 
 def test_a_local_name_is_not_the_notebooks_global(tmp_path):
     """The notebook's global ``D`` is labkit.parallel; a learner's local ``D`` (a dimension) is their own."""
-    mod = _module(tmp_path, "local_names", (
+    mod = module_from_source(tmp_path, "local_names", (
         "import labkit.parallel as D\nimport torch.nn.functional as F\n\n"
         "def column_parallel(x, w, b, world):\n    D = w.shape[0] // world\n"
         "    return [F.linear(x, w[r * D:(r + 1) * D], None if b is None else b[r * D:(r + 1) * D]) for r in range(world)]\n\n"

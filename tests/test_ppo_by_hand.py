@@ -3,8 +3,6 @@ labkit's PPOTrainer.step(), parameter for parameter, on random small LLaMAs with
 caught. And the chapter's lab tasks: the instructor's task cells get full marks from the hidden tests at several seeds,
 a mutant of each task loses points, and a task answered by calling labkit scores 0 and names it."""
 import dataclasses
-import importlib.util
-import sys
 
 import nbformat
 import pytest
@@ -15,6 +13,7 @@ from labkit import align as rlhf
 from labkit.core.paths import NOTEBOOKS
 from labkit.course.hidden import base, ch15
 from labkit.model import Llama, LlamaConfig
+from labsupport import module_from_source
 
 NOTEBOOK = NOTEBOOKS / "15_reward_model_and_ppo.ipynb"
 
@@ -140,16 +139,6 @@ def test_a_changed_detail_is_caught(change):
 
 
 # ---- the lab tasks: hidden tests against the instructor's cells, a mutant and a cheat ----------------------------
-def _module(tmp_path, name, source):
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _task_source():
     cells = nbformat.read(NOTEBOOK, as_version=4).cells
     return "\n\n".join(c.source for c in cells if "task" in c.metadata.get("tags", []))
@@ -157,7 +146,7 @@ def _task_source():
 
 @pytest.mark.parametrize("seed", [0, 5, 11])
 def test_instructor_cells_get_full_marks(seed, tmp_path):
-    ns = vars(_module(tmp_path, f"ch15_solutions_{seed}", _task_source()))
+    ns = vars(module_from_source(tmp_path, f"ch15_solutions_{seed}", _task_source()))
     for task in ch15.TASKS:
         r = base.run_task(task, ns, seed=seed)
         assert r["points"] == task.max_points, (task.key, r["message"])
@@ -174,14 +163,14 @@ MUTANTS = {  # function -> how its answer is spoiled
 def test_a_mutant_loses_points(name, tmp_path):
     src = _task_source() + (f"\n\ndef {name}_mutant(*args, **kwargs):\n    out = {name}(*args, **kwargs)\n"
                             f"    return {MUTANTS[name]}\n")
-    ns = vars(_module(tmp_path, f"ch15_mutant_{name}", src))
+    ns = vars(module_from_source(tmp_path, f"ch15_mutant_{name}", src))
     task = next(t for t in ch15.TASKS if name in t.functions)
     r = base.run_task(task, {**ns, name: ns[f"{name}_mutant"]}, seed=3)
     assert r["points"] < task.max_points and "uses" not in r["message"], r["message"]
 
 
 def test_calling_labkit_scores_zero_and_names_it(tmp_path):
-    mod = _module(tmp_path, "ch15_cheat", (
+    mod = module_from_source(tmp_path, "ch15_cheat", (
         "from labkit import align\n\n"
         "def gae_advantages(rewards, values, gamma=1.0, lam=0.95):\n    return align.gae(rewards, values, gamma, lam)\n\n"
         "def ppo_policy_loss(logp_new, logp_old, advantages, clip=0.2):\n"

@@ -1,27 +1,16 @@
 """Chapter 12's lab tasks (12.A build_labels, 12.B document_causal_mask, 12.C ffd_bins): the instructor's task
 cells get full marks for several seeds, while realistic wrong versions (the mistakes learners make) and answers
 that call labkit lose points, each for the reason the hidden test names."""
-import importlib.util
-import sys
 
 import nbformat
 import pytest
 
 from labkit.core.paths import NOTEBOOKS
 from labkit.course.hidden import base, ch12
+from labsupport import module_from_source
 
 NOTEBOOK = NOTEBOOKS / "12_sft_and_packing.ipynb"
 TASK = {t.key: t for t in ch12.TASKS}
-
-
-def _module(tmp_path, name, source):
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return vars(mod)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +22,7 @@ def solution_source():
 
 @pytest.mark.parametrize("seed", [0, 5, 11])
 def test_the_instructor_solutions_get_full_marks(solution_source, tmp_path, seed):
-    ns = _module(tmp_path, f"sol12_{seed}", solution_source)
+    ns = vars(module_from_source(tmp_path, f"sol12_{seed}", solution_source))
     for task in ch12.TASKS:
         r = base.run_task(task, ns, seed=seed)
         assert r["points"] == task.max_points, (task.key, r["message"])
@@ -91,7 +80,7 @@ WRONG = {
 @pytest.mark.parametrize("key,case", [(k, i) for k, cases in WRONG.items() for i in range(len(cases))])
 def test_a_wrong_version_loses_points_for_the_right_reason(solution_source, tmp_path, key, case):
     what, source, needle = WRONG[key][case]
-    ns = _module(tmp_path, f"wrong12_{key.replace('.', '_')}_{case}", solution_source + "\n\n" + source)
+    ns = vars(module_from_source(tmp_path, f"wrong12_{key.replace('.', '_')}_{case}", solution_source + "\n\n" + source))
     r = base.run_task(TASK[key], ns, seed=2)
     assert r["points"] < TASK[key].max_points, f"{key}: {what} passed every check"
     assert needle in r["message"], (what, r["message"])
@@ -110,6 +99,6 @@ CHEATS = {
 
 @pytest.mark.parametrize("key", sorted(CHEATS))
 def test_calling_labkit_scores_zero_and_names_it(tmp_path, key):
-    ns = _module(tmp_path, f"cheat12_{key.replace('.', '_')}", CHEATS[key])
+    ns = vars(module_from_source(tmp_path, f"cheat12_{key.replace('.', '_')}", CHEATS[key]))
     r = base.run_task(TASK[key], ns, seed=1)
     assert r["points"] == 0 and "labkit" in r["message"] and "reference" in r["message"], r["message"]

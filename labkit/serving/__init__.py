@@ -1,0 +1,1 @@
+"""Serving many requests at once (chapter 09): paged KV cache, continuous batching, speculative decoding."""

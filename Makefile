@@ -108,6 +108,7 @@ data: setup
 	$(PY) -m labkit.experiments.finetune --jobs 2
 	$(PY) -m labkit.experiments.preferences pairs
 	$(PY) -m labkit.experiments.preferences frontier
+	$(PY) -m labkit.experiments.evaluation
 	$(PY) -m labkit.experiments.world --seed 0 --out data/world --embed
 	$(PY) -m labkit manifest --write
 

@@ -103,6 +103,8 @@ data: setup
 	$(PY) -m labkit.datasets.shakespeare
 	$(PY) -m labkit.experiments.tokenizer
 	$(PY) -m labkit.experiments.pretrain
+	$(PY) -m labkit.experiments.draft
+	$(PY) -m labkit.experiments.serving
 	$(PY) -m labkit manifest --write
 	$(PY) -m labkit.datasets.task generate
 	$(PY) -m labkit.experiments.finetune --jobs 2

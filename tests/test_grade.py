@@ -231,6 +231,7 @@ MUTATIONS = {
     "attention": "out + 1e-3", "split_heads": "out.flip(1)", "rms_norm": "out * 1.001", "pre_ln_block": "out + 1e-3",
     "post_ln_block": "out + 1e-3", "swiglu": "out * 1.001", "llama_params": "out + 1",
     "repeat_kv": "out.flip(1)", "online_softmax_update": "(out[0], out[1] * 1.001, out[2])", "rotate_half": "-out",
+    "append_slot": "(out[0] + 1, out[1])", "paged_attention": "out * 1.001", "speculative_accept": "out[:1]",
     "corpus_bleu_score": "out * 1.001", "lcs_length": "out + 1", "bradley_terry_fit": "out * 1.001",
     "bm25_scores": "out * 1.001", "rrf": "out[::-1]", "ndcg_at_k": "out * 0.999",
     "triples_to_graph": "out.add_node('extra') or out", "follow_relations": "out | {'extra'}",

@@ -113,6 +113,11 @@ data: setup
 	$(PY) -m labkit.experiments.evaluation
 	$(PY) -m labkit.experiments.world --seed 0 --out data/world --embed
 	$(PY) -m labkit manifest --write
+	$(PY) -m labkit.experiments.reader
+	$(PY) -m labkit manifest --write
+	$(PY) -m labkit.experiments.hard_negatives
+	$(PY) -m labkit.experiments.advanced_rag
+	$(PY) -m labkit manifest --write
 
 # The course website (labkit/course/site.py): Sphinx + MyST-NB from the stored outputs, nothing executed.
 site: setup

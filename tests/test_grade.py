@@ -233,6 +233,7 @@ MUTATIONS = {
     "repeat_kv": "out.flip(1)", "online_softmax_update": "(out[0], out[1] * 1.001, out[2])", "rotate_half": "-out",
     "append_slot": "(out[0] + 1, out[1])", "paged_attention": "out * 1.001", "speculative_accept": "out[:1]",
     "corpus_bleu_score": "out * 1.001", "lcs_length": "out + 1", "bradley_terry_fit": "out * 1.001",
+    "multi_query_fusion": "out[::-1]", "hyde_embedding": "out * 1.001", "context_precision": "out * 0.999",
     "bm25_scores": "out * 1.001", "rrf": "out[::-1]", "ndcg_at_k": "out * 0.999",
     "triples_to_graph": "out.add_node('extra') or out", "follow_relations": "out | {'extra'}",
     "ring_allreduce": "[o + 1e-3 for o in out]", "ddp_step": "[x * 1.1 for x in out]",

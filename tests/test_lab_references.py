@@ -17,6 +17,8 @@ CHEATS = {  # task -> (source of the learner's cell, text the message must conta
     "04.C": ("from transformers.models.llama import modeling_llama as m\n\n"
              "def rotate_half(x):\n    return m.rotate_half(x)\n\n"
              "def rope(x, pos, base=10000.0):\n    return x\n", "rotate_half"),
+    "19.B": ("from labkit.retrieval import advanced as adv\n\ndef hyde_embedding(q, docs):\n    return adv.hyde_vector(q, docs)\n",
+             "hyde_vector"),
     "18.A": ("from labkit.retrieval import BM25\n\ndef bm25_scores(query, docs, k1=1.5, b=0.75):\n"
              "    return BM25(docs, k1=k1, b=b).scores(query)\n", "labkit"),
     "18.C": ("import numpy as np\nfrom sklearn.metrics import ndcg_score\n\ndef ndcg_at_k(ranked, relevant, k):\n"

@@ -117,6 +117,8 @@ data: setup
 	$(PY) -m labkit manifest --write
 	$(PY) -m labkit.experiments.hard_negatives
 	$(PY) -m labkit.experiments.advanced_rag
+	$(PY) -m labkit.experiments.dialogue
+	$(PY) -m labkit.experiments.tools --jobs 2
 	$(PY) -m labkit manifest --write
 
 # The course website (labkit/course/site.py): Sphinx + MyST-NB from the stored outputs, nothing executed.

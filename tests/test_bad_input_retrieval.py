@@ -93,7 +93,7 @@ def test_text_and_reader_refuse_a_single_string_for_a_list() -> None:
         R.build_prompt("Who?", "one passage")                # used: one numbered passage per character
     with pytest.raises(TypeError, match="passages must be a list"):
         R.ExtractiveReader()("Who founded X?", "X was founded by Y.")
-    with pytest.raises(ValueError, match="gold must be an answer string or a non-empty list"):
+    with pytest.raises(ValueError, match="gold is an empty list; pass one gold answer string or a non-empty list"):
         R.exact_match("a", [])                               # used: 0.0, as if the answer were wrong
     with pytest.raises(TypeError, match="prediction must be a str"):
         R.f1_score(None, "a")

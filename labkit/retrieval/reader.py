@@ -1,14 +1,14 @@
-"""The answer step without a model (chapters 18-20): a deterministic extractive reader, and the SQuAD
-answer metrics (normalisation, exact match, token F1 with CJK characters as tokens).
+"""The answer step without a model (chapters 18-20): a deterministic extractive reader. The SQuAD answer metrics
+(normalisation, exact match, token F1 with CJK characters as tokens) are re-exported from labkit.evaluation.qa.
 """
 from __future__ import annotations
 
 import math
 import re
-import string
 from collections import Counter
 from typing import Sequence
 
+from labkit.evaluation.qa import exact_match, normalize_answer, token_f1
 from labkit.retrieval.text import _CJK, sentences_with_titles, tokenize
 
 __all__ = ["ExtractiveReader", "normalize_answer", "exact_match", "f1_score"]
@@ -114,44 +114,6 @@ class ExtractiveReader:
         return ""
 
 
-def normalize_answer(s: str) -> str:
-    """SQuAD normalisation: lowercase, drop punctuation (ASCII and CJK) and the articles a/an/the."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation) | set("，。！？、；：（）《》“”"))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-def _answer_tokens(s: str) -> list[str]:
-    return [t for t in re.findall(rf"[{_CJK}]|[^\s{_CJK}]+", normalize_answer(s))]
-
-
-def _golds(prediction: str, gold: str | Sequence[str]) -> list[str]:
-    if not isinstance(prediction, str):
-        raise TypeError(f"prediction must be a str, got {type(prediction).__name__}")
-    golds = [gold] if isinstance(gold, str) else list(gold)
-    if not golds or not all(isinstance(g, str) for g in golds):
-        raise ValueError(f"gold must be an answer string or a non-empty list of them, got {gold!r}")
-    return golds
-
-
-def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals a normalised gold answer (max over a list of golds)."""
-    golds = _golds(prediction, gold)
-    return float(any(normalize_answer(prediction) == normalize_answer(g) for g in golds))
-
-
-def f1_score(prediction: str, gold: str | Sequence[str]) -> float:
-    """SQuAD token F1 (CJK characters are tokens): 2PR/(P+R) on the bag of tokens, max over golds."""
-    golds = _golds(prediction, gold)
-    best = 0.0
-    p = _answer_tokens(prediction)
-    for g in golds:
-        gt = _answer_tokens(g)
-        common = sum((Counter(p) & Counter(gt)).values())
-        if not p or not gt or common == 0:
-            best = max(best, float(p == gt))
-            continue
-        prec, rec = common / len(p), common / len(gt)
-        best = max(best, 2 * prec * rec / (prec + rec))
-    return best
+# The answer metrics' one home is labkit.evaluation.qa (chapter 17): SQuAD normalisation, exact match, and token F1
+# (named f1_score here, as chapter 18 calls it).
+f1_score = token_f1

@@ -26,8 +26,10 @@ export ONEDNN_MAX_CPU_ISA := AVX2
 # The course kernel (labkit/course/kernel.py): its kernel spec carries the variables above, so JupyterLab,
 # VS Code, nbval and `make execute` all run the notebooks with them, with or without make.
 KERNEL := llm-internals
+# The Chinese edition notebooks/zh/ is generated from the English notebooks (code and outputs identical) and
+# is never executed on its own: tests/test_zh.py proves the parity, so nbval skips it.
 NBVAL := --nbval --nbval-kernel-name $(KERNEL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
-         --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
+         --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 --ignore=notebooks/zh
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # `make lab`: the printed URL opens chapter 00; new notebooks start in the course kernel.
 LAB_ARGS := --ip=127.0.0.1 --no-browser --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb \
@@ -36,19 +38,20 @@ LAB_ARGS := --ip=127.0.0.1 --no-browser --LabApp.default_url=/lab/tree/notebooks
 VENV_PY := $(shell $(PY) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)
 
 .PHONY: help setup lab test lint unit nbval execute profile student grade data manifest doctor site browser \
-        clean distclean FORCE
+        clean distclean FORCE zh zh-check lab-zh
 
 help:
-	@echo "make lab      set up (first time) and open the course in JupyterLab"
+	@echo "make lab      set up (first time) and open the course in JupyterLab (make lab-zh: 中文版)"
 	@echo "make test     set up (first time) and run every test: unit tests + strict nbval on all notebooks"
 	@echo "make unit     unit tests only            make nbval    notebooks only"
 	@echo "make lint     check labkit's layers (import-linter contract in pyproject.toml)"
 	@echo "make execute  re-run notebooks in place in fresh kernels (NB=notebooks/03_attention.ipynb for one)"
 	@echo "make profile  run the whole course headless: wall time and peak memory per notebook"
-	@echo "make student  learner copies of every notebook in student/ (exercise solutions and lab tasks stubbed)"
+	@echo "make student  learner copies of every notebook in student/ and student/zh/ (solutions and lab tasks stubbed)"
 	@echo "make grade    SUBMISSIONS=dir OUT=dir: run each learner's notebooks, score the lab tasks (docs/teaching.md)"
 	@echo "make data     regenerate the shipped data and data/MANIFEST      make doctor  check this machine"
 	@echo "make site     the course website from the stored outputs: build/site/html/index.html"
+	@echo "make zh       the Chinese edition notebooks/zh/ from notebooks/zh/translations/ (make zh-check: all current?)"
 	@echo "make clean    remove generated files      make distclean  also remove .venv (start over)"
 
 setup: $(STAMP)
@@ -63,6 +66,11 @@ FORCE:
 
 lab: setup
 	$(VENV)/bin/jupyter lab $(LAB_ARGS) $(ALLOW_ROOT) --ServerApp.root_dir=$(CURDIR)
+
+# The Chinese edition (中文版): the same, opening notebooks/zh/00_start_here.ipynb.
+lab-zh: setup
+	$(VENV)/bin/jupyter lab $(subst notebooks/00_start_here,notebooks/zh/00_start_here,$(LAB_ARGS)) $(ALLOW_ROOT) \
+	    --ServerApp.root_dir=$(CURDIR)
 
 # Both cores: pytest-xdist runs two files at a time (a notebook's cells stay together in one worker).
 test: setup lint browser
@@ -84,8 +92,10 @@ execute: setup
 profile: setup
 	$(PY) -m labkit execute $(NB)
 
+# Both editions: student/ (English) and student/zh/ (中文: headers, hints and check messages in Chinese).
 student: setup
 	$(PY) -m labkit student notebooks student
+	$(PY) -m labkit student notebooks/zh student/zh
 
 grade: setup
 	@test -n "$(SUBMISSIONS)" && test -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=<one folder per learner> OUT=<results folder>"; exit 2; }
@@ -120,6 +130,16 @@ data: setup
 	$(PY) -m labkit.experiments.dialogue
 	$(PY) -m labkit.experiments.tools --jobs 2
 	$(PY) -m labkit manifest --write
+
+# The Chinese edition (中文版, labkit/course/zh.py): notebooks/zh/NN_topic.ipynb = the English notebook with its
+# Markdown cells translated from notebooks/zh/translations/NN_topic.yaml; then each chapter's progress.
+# `make zh-check` fails on a missing or stale translation or a generated notebook that is not current.
+zh: setup
+	$(PY) -m labkit zh build
+	$(PY) -m labkit zh status
+
+zh-check: setup
+	$(PY) -m labkit zh check
 
 # The course website (labkit/course/site.py): Sphinx + MyST-NB from the stored outputs, nothing executed.
 site: setup

@@ -83,6 +83,13 @@ def test_stub_keeps_signature_and_docstring():
         ns["f"](1)
 
 
+def test_stub_without_docstring_shows_the_hint_once_in_the_learners_language():
+    src = "def f(x):\n    # a comment the learner keeps\n    # HINT: add one\n    return x + 1\n"
+    out = stub_solution(src, "exercise", "zh", {"add one": "加一"})
+    assert "# a comment the learner keeps" in out and "HINT" not in out and "add one" not in out
+    assert "raise NotImplementedError('加一')" in out and "return x + 1" not in out
+
+
 @pytest.mark.parametrize("src,msg", [
     ("def f():\n    return 1\n", "HINT"),
     ("# HINT: x\nx = 3\n", "only imports and function definitions"),

@@ -1,6 +1,6 @@
 """Layer 0, core: what every chapter uses. Checks (``check``), seeds (``repro``), paths to data/ (``paths``),
 atomic file writes and checked reads (``io``), stable softmax and losses (``numerics``, chapter 01), the data
-manifest (``manifest``).
+manifest (``manifest``), learner-facing messages in English and Chinese (``messages``).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .manifest import (  # noqa: F401
     verify_manifest,
     write_manifest,
 )
+from .messages import LANG_ENV, MESSAGES, language, localize_label, message  # noqa: F401
 from .numerics import cross_entropy, entropy, kl_divergence, log_softmax, logsumexp, naive_softmax, stable_softmax  # noqa: F401
 from .paths import DATA, NOTEBOOKS, ROOT, data_path  # noqa: F401
 from .repro import seed_everything  # noqa: F401
@@ -33,4 +34,4 @@ from .validate import (  # noqa: F401
     working_dtype,
 )
 
-__all__ = ["close", "exact", "exercise", "MaxAbsDiff", "require_tensor", "require_same_shape", "require_positive", "require_token_ids", "require_float_tensor", "require_int", "require_in_range", "require_finite", "require_ids_in_vocab", "working_dtype", "seed_everything", "ROOT", "DATA", "NOTEBOOKS", "data_path", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "naive_softmax", "stable_softmax", "logsumexp", "log_softmax", "cross_entropy", "kl_divergence", "entropy", "sha256_file", "compute_manifest", "write_manifest", "read_manifest", "verify_manifest", "ManifestDiff", "diff_manifest", "verify_data_file", "WRITE_COMMAND"]
+__all__ = ["close", "exact", "exercise", "MaxAbsDiff", "require_tensor", "require_same_shape", "require_positive", "require_token_ids", "require_float_tensor", "require_int", "require_in_range", "require_finite", "require_ids_in_vocab", "working_dtype", "seed_everything", "ROOT", "DATA", "NOTEBOOKS", "data_path", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "naive_softmax", "stable_softmax", "logsumexp", "log_softmax", "cross_entropy", "kl_divergence", "entropy", "sha256_file", "compute_manifest", "write_manifest", "read_manifest", "verify_manifest", "ManifestDiff", "diff_manifest", "verify_data_file", "WRITE_COMMAND", "LANG_ENV", "MESSAGES", "language", "localize_label", "message"]

@@ -24,6 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from labkit.core.messages import localize_label, message
+
 __all__ = ["close", "exact", "exercise", "describe_failure", "learner_line", "MaxAbsDiff", "ShapeMismatch"]
 
 
@@ -276,14 +278,15 @@ def exercise(label: str, test: Callable[[], Any]) -> bool:
     """
     if not callable(test):
         raise TypeError("`test` must be a zero-argument callable, e.g. lambda: close(my_fn(x), ref)")
+    shown = localize_label(label)  # the lines come from labkit.core.messages, in $LABKIT_LANG (default English)
     try:
         test()
     except NotImplementedError as e:
-        hint = f" (hint: {e})" if str(e) else ""
-        print(f"✗ {label}: not implemented yet{hint}")
+        hint = message("check.hint", hint=e) if str(e) else ""
+        print(message("check.not_implemented", label=shown, hint=hint))
         return False
     except Exception as e:  # learner code may fail in any way; report it, don't crash the notebook
-        print(f"✗ {label}: {describe_failure(e)}")
+        print(message("check.failed", label=shown, failure=describe_failure(e)))
         return False
-    print(f"✓ {label}: passed")
+    print(message("check.passed", label=shown))
     return True

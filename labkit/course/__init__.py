@@ -9,6 +9,8 @@
     kernel.py        the course kernel ``llm-internals`` (pinned variables in its spec); install_kernel.py installs it
     site.py          ``make site``: the course website (Sphinx + MyST-NB); site_check.py finds broken links/figures
     doctor.py        is this machine ready for the course? (``python -m labkit doctor``)
+    zh.py            the Chinese edition notebooks/zh/ (``python -m labkit zh build|check|sync|status``)
+    zh_format.py     its translation files notebooks/zh/translations/NN_topic.yaml (cell id -> hash + 中文)
     cli.py           the ``python -m labkit`` command line
 """
 from __future__ import annotations
@@ -42,6 +44,8 @@ from labkit.course.student import (  # noqa: F401
     student_copy,
     write_student_copies,
 )
+from labkit.course.zh import Layout, build_notebook, chapter_problems, main_zh, parity_problems  # noqa: F401
+from labkit.course.zh_format import Entry, Translations, cell_hash, read_translations, write_translations  # noqa: F401
 
 __all__ = ["pinned_requirements", "run_doctor", "execute_notebook", "main_execute", "NOTEBOOK_ENV", "KERNEL_METADATA",
            "student_copy", "stub_solution", "write_student_copies", "learner_metadata", "chapter_of", "SOLUTION_TAG",
@@ -49,4 +53,5 @@ __all__ = ["pinned_requirements", "run_doctor", "execute_notebook", "main_execut
            "grade_all", "grade_notebook", "main_grade", "find_submissions", "check_notebook", "GradeError",
            "DEFAULT_TIMEOUT", "NotebookGrade", "write_reports", "CSV_COLUMNS", "KERNEL_NAME", "ensure_kernel",
            "find_kernel", "install_kernel", "kernel_problems", "build_site", "chapter_notebooks", "main_site",
-           "broken_links"]
+           "broken_links", "Layout", "build_notebook", "chapter_problems", "main_zh", "parity_problems", "Entry",
+           "Translations", "cell_hash", "read_translations", "write_translations"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m labkit {doctor, student, execute, manifest, grade}`` (``labkit/__main__.py`` calls
+"""Command line: ``python -m labkit {doctor, student, execute, manifest, grade, zh}`` (``labkit/__main__.py`` calls
 :func:`main`). Each command is one function of the course layer or of ``labkit.core.manifest``.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from labkit.course.doctor import run_doctor
 from labkit.course.execute import main_execute
 from labkit.course.grade import main_grade
 from labkit.course.student import write_student_copies
+from labkit.course.zh import main_zh
 
 __all__ = ["main", "main_manifest", "USAGE"]
 
@@ -26,6 +27,8 @@ USAGE = """usage: python -m labkit COMMAND
   grade SUBMISSIONS --out DIR [--timeout S] [--jobs N] [--seed N]
                          run each learner's notebooks (SUBMISSIONS/<learner>/*.ipynb) and score their lab
                          tasks with hidden tests; write DIR/grades.csv and DIR/feedback/<learner>.md
+  zh {status, sync, todo, accept, build, check} [NN ...]
+                         the Chinese edition notebooks/zh/ from translation files (python -m labkit zh help)
 """
 
 
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_manifest(rest)
     if cmd == "grade":
         return main_grade(rest)
+    if cmd == "zh":
+        return main_zh(rest)
     print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -3,7 +3,8 @@
 Executes each notebook top to bottom in a fresh course kernel (:mod:`labkit.course.kernel`, which carries
 :data:`NOTEBOOK_ENV`: offline, tqdm silenced, the pinned CPU code paths), prints a table of wall time and
 peak memory per notebook, and with ``--inplace`` stores the outputs (how committed notebooks are refreshed;
-nbval then checks them). Learner copies are :mod:`labkit.course.student`.
+nbval then checks them; a chapter with a Chinese translation also gets its notebooks/zh/ copy rewritten with the
+new outputs, :func:`labkit.course.zh.refresh_edition`). Learner copies are :mod:`labkit.course.student`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import nbformat
 
 from labkit.core.paths import NOTEBOOKS
 from labkit.course.kernel import NOTEBOOK_ENV, ensure_kernel, notebook_metadata
+from labkit.course.zh import refresh_edition
 
 __all__ = ["execute_notebook", "main_execute", "NOTEBOOK_ENV", "KERNEL_METADATA"]
 
@@ -82,6 +84,9 @@ def main_execute(argv: list[str]) -> int:
         print(f"executing {p} ...", flush=True)
         try:
             wall, cpu, mb = execute_notebook(p, inplace=inplace)
+            zh = refresh_edition(p) if inplace else None  # the Chinese edition carries the same outputs
+            if zh:
+                print(f"updated the Chinese edition {zh}", flush=True)
             rows.append((p.name, f"{wall:6.1f}", f"{cpu:5.1f}", f"{mb:7.0f}",
                          "ok" if wall <= 60 and mb <= 2048 else "OVER BUDGET"))
         except Exception as e:  # report every notebook, then fail

@@ -20,10 +20,13 @@ import inspect
 import textwrap
 from typing import Any, Callable
 
+from labkit.core.messages import MESSAGES, message
+
 __all__ = ["use", "is_stub", "FALLBACK_NOTICE"]
 
-#: The line a learner copy prints when it falls back to labkit's version of a task function.
-FALLBACK_NOTICE = "⚠ {name}: your version is not written yet — using labkit's for the rest of the notebook"
+#: The line a learner copy prints when it falls back to labkit's version of a task function (English; the
+#: Chinese learner copies print ``MESSAGES["lab.fallback"]["zh"]``, see labkit.core.messages).
+FALLBACK_NOTICE = MESSAGES["lab.fallback"]["en"]
 
 
 def _raises_not_implemented(stmt: ast.stmt) -> bool:
@@ -64,6 +67,6 @@ def use(fn: Callable[..., Any], fallback: Callable[..., Any]) -> Callable[..., A
             raise TypeError(f"lab.use: `{arg}` must be a function, got {type(value).__name__}; "
                             "call it as fn = lab.use(fn, labkit_version)")
     if is_stub(fn):
-        print(FALLBACK_NOTICE.format(name=getattr(fn, "__name__", "task")))
+        print(message("lab.fallback", name=getattr(fn, "__name__", "task")))
         return fallback
     return fn

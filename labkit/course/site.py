@@ -31,7 +31,8 @@ __all__ = ["SITE_CONF", "SITE_OUT", "REFERENCE_PAGES", "chapter_notebooks", "cha
 SITE_CONF = ROOT / "docs" / "site"
 SITE_OUT = ROOT / "build" / "site"
 #: Pages after the chapters, in this order (repository-relative; those that exist are published).
-REFERENCE_PAGES = ("docs/glossary.md", "docs/teaching.md", "data/README.md", "CONTRIBUTING.md")
+REFERENCE_PAGES = ("docs/glossary.md", "docs/teaching.md", "docs/translating.md", "data/README.md", "CONTRIBUTING.md",
+                   "README.zh-CN.md")
 #: Copied so that links to them resolve (served as downloads), not pages.
 PLAIN_FILES = ("LICENSE",)
 _ROW = re.compile(r"^\| (\d\d) \| (\w+) \|", re.MULTILINE)

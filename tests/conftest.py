@@ -12,6 +12,8 @@ os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
@@ -27,3 +29,14 @@ def site_html(tmp_path_factory):
     html = build_site(tmp_path_factory.mktemp("site"), fresh=True)
     (html.parent / "build_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     return html
+
+
+@pytest.fixture(scope="session")
+def learner_copies(tmp_path_factory):
+    """Every learner copy, made once per test session by `python -m labkit student notebooks/ OUT/`."""
+    from labkit.core.paths import NOTEBOOKS
+
+    out = tmp_path_factory.mktemp("student")
+    subprocess.run([sys.executable, "-m", "labkit", "student", str(NOTEBOOKS), str(out)], check=True,
+                   capture_output=True)
+    return out

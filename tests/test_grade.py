@@ -27,7 +27,7 @@ CHAPTERS = chapters_with_tasks()
 # chapters with lab tasks and one distributed chapter whose notebook launches torchrun before its tasks and whose
 # tasks simulate ranks in one process (22). Every chapter's hidden tests still run without kernels
 # (test_hidden_tests_pass_the_solution_and_fail_a_mutant), tests/test_lab.py checks every chapter's task cells
-# against its hidden tests, and tests/test_student.py runs every learner copy top to bottom.
+# against its hidden tests, and tests/test_student_run_*.py run every learner copy top to bottom.
 KERNEL_CHAPTERS = [ch for ch in CHAPTERS if ch in {"01", "03", "05", "22"}]
 NOTEBOOK_OF = {p.name[:2]: p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
 

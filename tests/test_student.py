@@ -4,7 +4,6 @@ import ast
 import re
 import subprocess
 import sys
-import time
 
 import nbformat
 import pytest
@@ -184,8 +183,8 @@ KNOWN_STOPS: dict[str, str] = {  # learner copies that stop today; fix in the no
                                   if p.name in KNOWN_STOPS else p for p in ALL], ids=[p.stem for p in ALL])
 def test_no_lesson_cell_of_a_learner_copy_calls_a_stub(path):
     """Every chapter, statically: the reason a learner copy's Run All would stop (e.g. a Pitfalls cell that
-    calls an exercise's function) is a stub used by a lesson cell. The dynamic test below runs the chapters
-    with lab tasks; running every learner copy takes ~7 minutes (see docs/teaching.md)."""
+    calls an exercise's function) is a stub used by a lesson cell. tests/test_student_run_*.py also run every
+    learner copy (about 12 CPU-minutes in all, see docs/teaching.md)."""
     assert stub_uses(student_copy(nbformat.read(path, as_version=4))) == []
 
 
@@ -200,34 +199,3 @@ def test_the_static_check_finds_a_stub_call():
                 code("print(t())"),
                 code("x = f()", metadata={"tags": ["check"]})]                   # a check calling it outside the lambda
     assert stub_uses(student_copy(nb)) == [(2, "f"), (6, "f")]
-
-
-LAB_CHAPTERS = sorted(p.stem for p in ALL if any("task" in _tags(c) for c in nbformat.read(p, as_version=4).cells))
-
-
-@pytest.fixture(scope="session")
-def learner_copies(tmp_path_factory):
-    """Every learner copy, made once by `python -m labkit student notebooks/ OUT/`."""
-    out = tmp_path_factory.mktemp("student")
-    subprocess.run([sys.executable, "-m", "labkit", "student", str(NOTEBOOKS), str(out)], check=True,
-                   capture_output=True)
-    return out
-
-
-@pytest.mark.parametrize("name", sorted(set(LAB_CHAPTERS) | {"20_graphrag"}))
-def test_whole_learner_copy_runs_and_reports_the_stubs(name, learner_copies, monkeypatch):
-    """A learner runs the whole copy (made by `python -m labkit student`) top to bottom with nothing filled
-    in: no cell fails, each lab task function says once that labkit's version is used, and every check cell
-    reports its exercise as not implemented yet."""
-    for k, v in NOTEBOOK_ENV.items():
-        monkeypatch.setenv(k, v)
-    nb = nbformat.read(learner_copies / f"{name}.ipynb", as_version=4)
-    t0 = time.perf_counter()
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(learner_copies)}}).execute()
-    print(f"{name}: learner copy ran in {time.perf_counter() - t0:.1f} s")
-    text = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in nb.cells
-            if c.cell_type == "code"]
-    checks = [t for t, c in zip(text, [c for c in nb.cells if c.cell_type == "code"]) if "check" in _tags(c)]
-    assert len(checks) >= 2 and all("not implemented yet" in r and "✗" in r for r in checks), checks
-    notices = re.findall(r"⚠ (\w+): your version is not written yet — using labkit's", "".join(text))
-    assert sorted(notices) == sorted(nb.metadata["labkit"]["tasks"])

@@ -188,9 +188,9 @@ def test_make_distclean_removes_the_venv_and_clean_keeps_it(machine):
     assert f"rm -rf {machine['venv']}" not in make_n(machine, "clean")
 
 
-def run_install_browser(tmp_path, uid: int, apt: bool, sudo: bool):
-    """scripts/install_browser.sh on a PATH of fakes only: no browser, `id -u` says ``uid``, apt-get and sudo
-    log their arguments (or are absent)."""
+def run_install_browser(tmp_path, uid: int, apt: bool, sudo: bool, extra: dict | None = None):
+    """scripts/install_browser.sh on a PATH of fakes only: no browser (unless ``extra`` adds one, or an
+    ``fc-list``), `id -u` says ``uid``, apt-get and sudo log their arguments (or are absent)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     log = tmp_path / "calls.log"
@@ -199,6 +199,7 @@ def run_install_browser(tmp_path, uid: int, apt: bool, sudo: bool):
         fakes["apt-get"] = f'echo "apt-get $*" >> {log}'
     if sudo:
         fakes["sudo"] = f'[ "$1" = -n ] && shift; [ "$1" = true ] && exit 0; echo "sudo" >> {log}; exec "$@"'
+    fakes.update(extra or {})
     for name, body in fakes.items():
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
         (bin_dir / name).chmod(0o755)
@@ -224,3 +225,17 @@ def test_make_browser_installs_chromium_with_apt_or_says_why_not(tmp_path, uid, 
     else:
         assert "apt-get install" not in calls
         assert "skipped" in r.stdout
+
+
+NOTO = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc: Noto Sans CJK SC:style=Regular"
+
+
+@pytest.mark.parametrize("extra, installs", [
+    ({"chromium": "exit 0"}, True),                                       # a browser, but Chinese would be boxes
+    ({"fc-list": f"echo '{NOTO}'"}, True),                                # the font, but no browser
+    ({"chromium": "exit 0", "fc-list": f"echo '{NOTO}'"}, False),         # both: nothing to do
+])
+def test_make_browser_also_installs_the_cjk_font_when_it_is_missing(tmp_path, extra, installs):
+    r, calls = run_install_browser(tmp_path, 0, True, False, extra)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk" in calls) is installs, calls

@@ -21,14 +21,25 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def site_html(tmp_path_factory):
-    """The course website (`make site`), built once per test session from the stored outputs; its html folder.
-    Used by tests/test_site.py and tests/test_browser.py."""
+    """The course website (`make site`), built once per test run from the stored outputs; its html folder.
+    Used by tests/test_site.py and tests/test_browser.py, which pytest-xdist may run in different workers: the
+    first worker builds it in the run's shared temporary folder under a lock, the other reuses it."""
+    import fcntl
+
     from labkit.course.site import build_site
 
-    t0 = time.perf_counter()
-    html = build_site(tmp_path_factory.mktemp("site"), fresh=True)
-    (html.parent / "build_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-    return html
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of this run
+    out, done = base / "site-shared", base / "site-shared.done"
+    with open(base / "site-shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            t0 = time.perf_counter()
+            html = build_site(out, fresh=True)
+            (html.parent / "build_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+            done.write_text(str(html))
+    return type(out)(done.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
-"""Chapter 17's hidden tests catch the references: a lab task answered by calling sacrebleu, rouge-score or
-scikit-learn scores 0 and the message names the reference (as tests/test_lab_references.py does for other
-chapters); and a subtly wrong BLEU (no brevity penalty, ties resolved to the longer reference) loses points."""
+"""Chapter 17's hidden tests catch subtly wrong answers: a BLEU without brevity penalty, or with ties resolved to
+the longer reference, loses points. (Answers that call sacrebleu, rouge-score or scikit-learn score 0: their
+entries are in tests/test_lab_references.py's CHEATS, with the other chapters'.)"""
 from __future__ import annotations
 
 import importlib
@@ -10,33 +10,9 @@ import pytest
 from labkit.course.hidden import base
 from labsupport import module_from_source
 
-CHEATS = {
-    "17.A": ("import sacrebleu\n\ndef corpus_bleu_score(hypotheses, references, smooth_method='exp', max_order=4):\n"
-             "    return sacrebleu.corpus_bleu(hypotheses, references, smooth_method=smooth_method).score\n",
-             "sacrebleu"),
-    "17.B": ("from rouge_score import rouge_scorer\n\ndef lcs_length(a, b):\n"
-             "    return rouge_scorer._lcs_table(a, b)[-1][-1]\n\n"
-             "def rouge_l(target, prediction, stemmer=None):\n"
-             "    return tuple(rouge_scorer.RougeScorer(['rougeL']).score(target, prediction)['rougeL'])\n",
-             "rouge_score"),
-    "17.C": ("import numpy as np\nfrom sklearn.linear_model import LogisticRegression\n\n"
-             "def bradley_terry_fit(a, b, s, n_players):\n    X = np.zeros((len(a), n_players))\n"
-             "    X[np.arange(len(a)), a] = 1\n    X[np.arange(len(a)), b] = -1\n"
-             "    w = LogisticRegression(fit_intercept=False, C=np.inf).fit(X, s).coef_[0]\n    return w - w.mean()\n",
-             "sklearn"),
-}
-
 
 def _task(key):
     return next(t for t in importlib.import_module("labkit.course.hidden.ch17").TASKS if t.key == key)
-
-
-@pytest.mark.parametrize("key", sorted(CHEATS))
-def test_calling_the_reference_scores_zero_and_names_it(key, tmp_path):
-    source, needle = CHEATS[key]
-    mod = module_from_source(tmp_path, f"cheat17_{key.replace('.', '_')}", source)
-    r = base.run_task(_task(key), vars(mod), seed=1)
-    assert r["points"] == 0 and needle in r["message"] and "reference" in r["message"], r["message"]
 
 
 _BLEU = """import math

@@ -19,6 +19,19 @@ CHEATS = {  # task -> (source of the learner's cell, text the message must conta
              "def rope(x, pos, base=10000.0):\n    return x\n", "rotate_half"),
     "19.B": ("from labkit.retrieval import advanced as adv\n\ndef hyde_embedding(q, docs):\n    return adv.hyde_vector(q, docs)\n",
              "hyde_vector"),
+    "17.A": ("import sacrebleu\n\ndef corpus_bleu_score(hypotheses, references, smooth_method='exp', max_order=4):\n"
+             "    return sacrebleu.corpus_bleu(hypotheses, references, smooth_method=smooth_method).score\n",
+             "sacrebleu"),
+    "17.B": ("from rouge_score import rouge_scorer\n\ndef lcs_length(a, b):\n"
+             "    return rouge_scorer._lcs_table(a, b)[-1][-1]\n\n"
+             "def rouge_l(target, prediction, stemmer=None):\n"
+             "    return tuple(rouge_scorer.RougeScorer(['rougeL']).score(target, prediction)['rougeL'])\n",
+             "rouge_score"),
+    "17.C": ("import numpy as np\nfrom sklearn.linear_model import LogisticRegression\n\n"
+             "def bradley_terry_fit(a, b, s, n_players):\n    X = np.zeros((len(a), n_players))\n"
+             "    X[np.arange(len(a)), a] = 1\n    X[np.arange(len(a)), b] = -1\n"
+             "    w = LogisticRegression(fit_intercept=False, C=np.inf).fit(X, s).coef_[0]\n    return w - w.mean()\n",
+             "sklearn"),
     "18.A": ("from labkit.retrieval import BM25\n\ndef bm25_scores(query, docs, k1=1.5, b=0.75):\n"
              "    return BM25(docs, k1=k1, b=b).scores(query)\n", "labkit"),
     "18.C": ("import numpy as np\nfrom sklearn.metrics import ndcg_score\n\ndef ndcg_at_k(ranked, relevant, k):\n"
